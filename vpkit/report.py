@@ -1,0 +1,158 @@
+"""Reporting: tables (CSV + Markdown), figures (PNG + PDF), ``metrics.json`` with claims, ``run.json``.
+
+Every write is atomic (temporary file + ``os.replace``), so a crashed run never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .assets import atomic_write_bytes
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VERSIONED_PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "scikit-learn", "transformers",
+                      "onnx", "onnxruntime", "papermill", "seaborn", "matplotlib", "pandas")
+
+
+@dataclass
+class Claim:
+    """One checkable statement of a paper, with the paper's value, ours, and whether it holds here."""
+
+    id: str
+    statement: str
+    paper: float | str | None
+    ours: float | str | None
+    holds: bool
+    note: str = ""
+
+
+def _clean(obj):
+    """JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def git_state() -> dict:
+    def run(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except Exception:
+            return ""
+    sha = run("rev-parse", "HEAD")
+    dirty = bool(run("status", "--porcelain", "--", "vpkit", "notebooks")) if sha else None
+    return {"sha": sha or None, "dirty": dirty}
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for p in VERSIONED_PACKAGES:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+class Results:
+    """Writer for ``results/<source>/``: ``Results(results_dir, profile=..., seed=...)``."""
+
+    def __init__(self, results_dir: str | Path, *, profile: str, seed: int, config: dict | None = None):
+        self.dir = Path(results_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.profile, self.seed, self.config = profile, seed, config or {}
+        self._t0 = time.time()
+        self.files: list[str] = []
+
+    def _path(self, name: str) -> Path:
+        self.files.append(name)
+        return self.dir / name
+
+    def table(self, name: str, df, *, index: bool = False, floatfmt: str = ".4f") -> Path:
+        """Write ``df`` as ``name.csv`` and ``name.md``."""
+        atomic_write_bytes(self._path(f"{name}.csv"), df.to_csv(index=index).encode())
+        md = df.to_markdown(index=index, floatfmt=floatfmt) if _has_tabulate() else _markdown(df, index, floatfmt)
+        atomic_write_bytes(self._path(f"{name}.md"), (md + "\n").encode())
+        return self.dir / f"{name}.csv"
+
+    def figure(self, name: str, fig, *, dpi: int = 110) -> Path:
+        """Save a matplotlib figure as ``name.png`` and ``name.pdf``."""
+        for ext in ("png", "pdf"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=dpi, bbox_inches="tight")
+            atomic_write_bytes(self._path(f"{name}.{ext}"), buf.getvalue())
+        return self.dir / f"{name}.png"
+
+    def json(self, name: str, obj) -> Path:
+        atomic_write_bytes(self._path(name), (json.dumps(_clean(obj), indent=2) + "\n").encode())
+        return self.dir / name
+
+    def metrics(self, headline: dict, claims: list[Claim] = (), **extra) -> Path:
+        """``metrics.json``: headline numbers and claims (id, statement, paper, ours, holds)."""
+        claims = [asdict(c) if isinstance(c, Claim) else dict(c) for c in claims]
+        return self.json("metrics.json", {"profile": self.profile, "seed": self.seed, "headline": headline,
+                                          "claims": claims, **extra})
+
+    def run_info(self, **extra) -> Path:
+        """``run.json``: profile, seed, git sha + dirty flag, versions, device, wall time, config."""
+        import torch
+
+        from .netguard import active
+        from .train import resolve_device
+
+        return self.json("run.json", {
+            "profile": self.profile, "seed": self.seed, "git": git_state(), "versions": package_versions(),
+            "device": str(resolve_device("auto")), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "network_blocked": active(), "wall_time_s": round(time.time() - self._t0, 1),
+            "config": self.config, **extra})
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _markdown(df, index: bool, floatfmt: str) -> str:
+    """A pipe table without the optional ``tabulate`` dependency."""
+    d = df.reset_index() if index else df
+    fmt = lambda v: format(v, floatfmt) if isinstance(v, float) and math.isfinite(v) else ("" if v is None else str(v))  # noqa: E731
+    rows = [list(map(str, d.columns)), ["---"] * len(d.columns)]
+    rows += [[fmt(v) for v in r] for r in d.itertuples(index=False)]
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def setup_plots():
+    """Consistent, lean figure style for every notebook."""
+    import matplotlib
+
+    matplotlib.use("Agg") if not _in_notebook() else None
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.9)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        return get_ipython() is not None
+    except ImportError:
+        return False
