@@ -17,6 +17,7 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # source name -> notebook file; results go to results/<source>/
 NOTEBOOKS = {
     "backbones": "00_backbones.ipynb",
+    "image_prompts_l2p": "05_image_prompts_l2p.ipynb",
 }
 
 
@@ -69,6 +70,8 @@ def main(argv=None) -> int:
     rp.add_argument("--profile", default="offline", choices=PROFILE_NAMES)
     rp.add_argument("--results", default=str(REPO_ROOT / "results"), help="results root (default: results/)")
     sub.add_parser("list", help="list the notebooks")
+    rd = sub.add_parser("readme", help="refresh README's quoted results from results/ (or --check them)")
+    rd.add_argument("--check", action="store_true")
     sub.add_parser("assets", help="convert the offline backbones into the cache and print their checksums")
     args = ap.parse_args(argv)
     if args.cmd == "assets":
@@ -83,6 +86,13 @@ def main(argv=None) -> int:
         for f in sorted(assets.cache_dir().glob("*.sha256")):
             print(f"{f.stem:32s} sha256 {f.read_text().strip()}  ({assets.cache_dir()})")
         return 0
+    if args.cmd == "readme":
+        from .report import sync_readme
+
+        stale = sync_readme(check=args.check)
+        for rel in stale:
+            print(f"{'out of date' if args.check else 'refreshed'}: {rel}")
+        return 1 if (stale and args.check) else 0
     if args.cmd == "list":
         for n, f in NOTEBOOKS.items():
             print(f"{n:20s} notebooks/{f}")
@@ -100,4 +110,9 @@ def main(argv=None) -> int:
             print(f"FAILED: {e}", file=sys.stderr)
             return 1
         print(f"[{i}/{len(names)}] {n} done in {time.time() - t0:.0f}s -> {out.parent}", flush=True)
+    if args.profile == "offline" and Path(args.results).resolve() == (REPO_ROOT / "results").resolve():
+        from .report import sync_readme
+
+        for rel in sync_readme():
+            print(f"README: refreshed {rel}")
     return 0

@@ -143,7 +143,8 @@ def setup_plots():
     """Consistent, lean figure style for every notebook."""
     import matplotlib
 
-    matplotlib.use("Agg") if not _in_notebook() else None
+    if not _in_notebook():
+        matplotlib.use("Agg")
     import seaborn as sns
 
     sns.set_theme(context="notebook", style="whitegrid", font_scale=0.9)
@@ -156,3 +157,40 @@ def _in_notebook() -> bool:
         return get_ipython() is not None
     except ImportError:
         return False
+
+
+_INCLUDE = "<!-- include: "
+_END = "<!-- end include -->"
+
+
+def sync_readme(readme: str | Path = REPO_ROOT / "README.md", *, check: bool = False) -> list[str]:
+    """Refresh every ``<!-- include: results/... -->`` block of README from the file it names.
+
+    Returns the names of blocks that were out of date; with ``check=True`` nothing is written. This keeps the
+    numbers quoted in README identical to what the notebooks wrote.
+    """
+    readme = Path(readme)
+    lines = readme.read_text().splitlines()
+    out, stale, i = [], [], 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        if line.startswith(_INCLUDE) and line.rstrip().endswith("-->"):
+            rel = line[len(_INCLUDE):].rstrip()[:-3].strip()
+            j = i + 1
+            while j < len(lines) and lines[j].strip() != _END:
+                j += 1
+            if j == len(lines):
+                raise ValueError(f"README include of {rel} has no '{_END}' line")
+            src = readme.parent / rel
+            new = src.read_text().strip().splitlines() if src.exists() else [f"_({rel} not generated yet)_"]
+            if new != lines[i + 1:j]:
+                stale.append(rel)
+            out.extend(new)
+            out.append(_END)
+            i = j + 1
+            continue
+        i += 1
+    if stale and not check:
+        atomic_write_bytes(readme, ("\n".join(out) + "\n").encode())
+    return stale
