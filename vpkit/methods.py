@@ -163,6 +163,31 @@ def build_adapter(backbone: Backbone, num_classes: int, reduction: int = 8) -> M
     return finish("adapter", model, lambda n: n.startswith("head.") or ".down." in n or ".up." in n, body)
 
 
+def build_vpt(backbone: Backbone, num_classes: int, **kwargs) -> Method:
+    """VPT on a copy of a ViT backbone: prompts + linear head train (kwargs: :class:`vpkit.prompts.vpt.VPT`)."""
+    from .prompts.vpt import VPT
+
+    if backbone.kind != "vit":
+        raise ValueError(f"VPT needs a ViT backbone; {backbone.name} is kind={backbone.kind!r}")
+    body = copy_body(backbone)
+    model = VPT(body, num_classes, **kwargs)
+    name = "vpt_shallow" if model.prompt_depth == 1 else "vpt_deep" if model.prompt_depth == len(body.blocks) else "vpt"
+    return finish(name, model, ["prompt_embeddings", "head."], body)
+
+
+def build_l2p(backbone: Backbone, num_classes: int, **kwargs) -> Method:
+    """L2P prompt pool + head on a copy of a ViT backbone (:func:`vpkit.prompts.l2p.build_l2p_model`)."""
+    from .prompts.l2p import build_l2p_model
+
+    return build_l2p_model(backbone, num_classes, **kwargs)
+
+
+def _protuning():
+    from .prompts import protuning
+
+    return protuning
+
+
 METHODS: dict[str, Callable[..., Method]] = {
     "linear": build_linear,
     "full": build_full,
@@ -170,6 +195,10 @@ METHODS: dict[str, Callable[..., Method]] = {
     "partial_2": lambda b, n, **kw: build_partial(b, n, k=2, **kw),
     "bias": build_bias,
     "adapter": build_adapter,
+    # VPT (Jia et al. 2022): vpkit.prompts.vpt; kwargs num_tokens, prompt_depth, dropout, location, output
+    "vpt_shallow": lambda b, n, **kw: build_vpt(b, n, **{"prompt_depth": 1, **kw}),
+    "vpt_deep": lambda b, n, **kw: build_vpt(b, n, **{"dropout": 0.1, **kw}),
+    "vpt": lambda b, n, **kw: build_vpt(b, n, **kw),
 }
 
 

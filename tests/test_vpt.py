@@ -1,0 +1,200 @@
+"""VPT (Jia et al. 2022): token counts and positions, deep replacement, what trains, init, and behaviour."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vpkit import tasks
+from vpkit.backbones import build_backbone
+from vpkit.methods import build_method
+from vpkit.prompts.vit import embed_tokens
+from vpkit.prompts.vpt import VPT, init_bound
+from vpkit.train import fit
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_backbone("test_vit")  # 160 px, 16 px patches -> 100 patches, 64 dims, 6 blocks, random init
+
+
+def _block_inputs(model, x):
+    """The token sequence entering every block."""
+    seen = []
+    hooks = [b.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone())) for b in model.vit.blocks]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_shallow_token_count_and_positions(tiny):
+    m = build_method("vpt_shallow", tiny, 5, num_tokens=3).model
+    x = torch.randn(2, 3, 160, 160)
+    assert m.forward_tokens(x).shape == (2, 1 + 3 + 100, 64)
+    ins = _block_inputs(m, x)
+    ref = embed_tokens(m.vit, x)
+    first = ins[0]
+    assert torch.equal(first[:, 0], ref[:, 0]), "CLS stays first"
+    assert torch.equal(first[:, 1:4], m.prompt_embeddings[0].expand(2, -1, -1)), "prompts right after CLS"
+    assert torch.equal(first[:, 4:], ref[:, 1:]), "patch tokens follow the prompts unchanged"
+    assert m.prompt_embeddings.shape == (1, 3, 64)
+
+
+def test_deep_replaces_prompts_at_every_layer(tiny):
+    m = build_method("vpt_deep", tiny, 5, num_tokens=4).model
+    assert m.prompt_depth == len(m.vit.blocks) == 6
+    x = torch.randn(2, 3, 160, 160)
+    ins = _block_inputs(m, x)
+    for i, t in enumerate(ins):
+        assert t.shape == (2, 1 + 4 + 100, 64)
+        assert torch.equal(t[:, 1:5], m.prompt_embeddings[i].expand(2, -1, -1)), f"block {i} gets its own prompts"
+    # outputs of block i at the prompt positions are discarded: the sequence entering block i+1 differs there
+    out0 = m.vit.blocks[0](ins[0])
+    assert not torch.allclose(out0[:, 1:5], ins[1][:, 1:5])
+    assert torch.allclose(out0[:, 5:], ins[1][:, 5:]), "image tokens are carried over"
+
+
+def test_partial_depth_carries_prompt_outputs(tiny):
+    m = build_method("vpt", tiny, 5, num_tokens=2, prompt_depth=2).model
+    x = torch.randn(1, 3, 160, 160)
+    ins = _block_inputs(m, x)
+    assert torch.equal(ins[1][:, 1:3], m.prompt_embeddings[1][None])
+    with torch.no_grad():
+        out1 = m.vit.blocks[1](ins[1])
+    assert torch.allclose(out1, ins[2]), "after prompt_depth blocks, the prompt outputs flow on unchanged"
+
+
+def test_add_location_keeps_length_and_adds_to_patches(tiny):
+    m = build_method("vpt_deep", tiny, 5, location="add", output="image_mean").model
+    x = torch.randn(2, 3, 160, 160)
+    ins = _block_inputs(m, x)
+    ref = embed_tokens(m.vit, x)
+    assert ins[0].shape == ref.shape == (2, 101, 64)
+    assert torch.allclose(ins[0][:, 1:], ref[:, 1:] + m.prompt_embeddings[0])
+    assert torch.equal(ins[0][:, 0], ref[:, 0])
+    assert m.prompt_embeddings.shape == (6, 100, 64)
+
+
+def test_outputs_pool_the_right_tokens(tiny):
+    x = torch.randn(2, 3, 160, 160)
+    for output, sl in (("cls", slice(0, 1)), ("image_mean", slice(4, None)), ("prompt_mean", slice(1, 4))):
+        m = build_method("vpt_deep", tiny, 5, num_tokens=3, output=output).model.eval()
+        with torch.no_grad():
+            tok = m.forward_tokens(x)
+            assert torch.allclose(m(x), m.head(tok[:, sl].mean(1)), atol=1e-6), output
+
+
+def test_bad_arguments_name_the_parameter(tiny):
+    with pytest.raises(ValueError, match="prompt_depth"):
+        build_method("vpt", tiny, 5, prompt_depth=7)
+    with pytest.raises(ValueError, match="location"):
+        build_method("vpt", tiny, 5, location="append")
+    with pytest.raises(ValueError, match="output"):
+        build_method("vpt", tiny, 5, output="max")
+    with pytest.raises(ValueError, match="prompt_mean"):
+        build_method("vpt", tiny, 5, location="add", output="prompt_mean")
+    with pytest.raises(ValueError, match="num_tokens"):
+        build_method("vpt", tiny, 5, num_tokens=0)
+    with pytest.raises(ValueError, match="ViT"):
+        build_method("vpt_deep", build_backbone("test_cnn"), 5)
+
+
+@pytest.mark.parametrize("name,depth", [("vpt_shallow", 1), ("vpt_deep", 6)])
+def test_only_prompts_and_head_train(tiny, name, depth):
+    m = build_method(name, tiny, 7, num_tokens=5)
+    assert m.report.names == ["prompt_embeddings", "head.weight", "head.bias"]
+    assert m.report.trainable == depth * 5 * 64 + 64 * 7 + 7
+    assert m.report.trainable == sum(p.numel() for p in m.model.parameters() if p.requires_grad)
+    backbone = sum(p.numel() for p in tiny.model.parameters())
+    assert m.report.percent_of_backbone == pytest.approx(100 * m.report.trainable / backbone)
+
+
+def test_init_bound_matches_the_official_formula(tiny):
+    assert init_bound(16, 768) == pytest.approx(math.sqrt(6 / (3 * 256 + 768)))
+    m = build_method("vpt_deep", tiny, 5, num_tokens=50).model
+    b = init_bound(16, 64)
+    p = m.prompt_embeddings.detach()
+    assert p.abs().max() <= b and p.abs().max() > 0.95 * b, "uniform on [-b, b]"
+    assert abs(p.mean().item()) < 0.05 * b and p.std().item() == pytest.approx(b / math.sqrt(3), rel=0.05)
+
+
+def _synthetic(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 160, 160, generator=g), torch.arange(n) % 2
+
+
+def test_frozen_backbone_is_bit_identical_after_training(tiny):
+    before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    m = build_method("vpt_deep", tiny, 2, num_tokens=3)
+    p0 = m.model.prompt_embeddings.detach().clone()
+    vit_before = {k: v.clone() for k, v in m.model.vit.state_dict().items()}
+    x, y = _synthetic(16)
+    fit(m.model, [(x[:8], y[:8]), (x[8:], y[8:])], epochs=2, lr=1.0, weight_decay=1e-3, progress=False)
+    for k, v in m.model.vit.state_dict().items():
+        assert torch.equal(v, vit_before[k]), f"frozen {k} changed"
+    for k, v in tiny.model.state_dict().items():
+        assert torch.equal(v, before[k]), f"the shared backbone's {k} changed"
+    assert not torch.equal(m.model.prompt_embeddings.detach(), p0), "the prompts did train"
+
+
+def test_prompts_alone_steer_the_prediction(tiny):
+    """Behaviour: with the head frozen, training only the VPT-deep prompts must flip the prediction of every
+    image to the class the frozen model predicts least. Fails if the prompts do not reach the read-out
+    (inserted at the wrong place, detached, overwritten after the last block)."""
+    torch.manual_seed(0)
+    m = build_method("vpt_deep", tiny, 2, num_tokens=4, dropout=0.0).model
+    m.head.requires_grad_(False)
+    x = torch.randn(16, 3, 160, 160, generator=torch.Generator().manual_seed(1))
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        before = m.eval()(x)
+    target = int(torch.bincount(before.argmax(-1), minlength=2).argmin())
+    y = torch.full((16,), target)
+    loss0 = ce(before, y).item()
+    fit(m, [(x[:8], y[:8]), (x[8:], y[8:])], epochs=10, lr=1.0, progress=False)
+    with torch.no_grad():
+        after = m.eval()(x)
+    assert ce(after, y).item() < 0.6 * loss0
+    assert (after.argmax(-1) == y).float().mean().item() >= 0.9
+
+
+def test_structured_tasks_are_deterministic_and_labelled():
+    for name in tasks.STRUCTURED:
+        a = tasks.render_structured(name, n=40, seed=3, size=32)
+        b = tasks.render_structured(name, n=40, seed=3, size=32)
+        c = tasks.render_structured(name, n=40, seed=4, size=32)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+        assert not torch.equal(a.images, c.images)
+        assert a.images.shape == (40, 3, 32, 32) and a.images.dtype == torch.uint8
+        assert 0 <= a.labels.min() and a.labels.max() < a.num_classes
+
+
+def test_location_label_follows_the_sprite():
+    ds = tasks.render_structured("dsprites_location", n=200, seed=0, size=56, classes=4)
+    fg = ds.images[:, 0].float() > 127
+    xs = torch.arange(56).float()
+    cx = (fg.float() * xs).sum((1, 2)) / fg.float().sum((1, 2)).clamp(min=1)
+    pred = ((cx / 56 - 0.13) / 0.74 * 4).clamp(0, 3).floor().long()
+    assert (pred == ds.labels).float().mean() > 0.85
+    assert torch.bincount(ds.labels, minlength=4).min() > 30, "balanced bins"
+
+
+def test_count_label_is_the_number_of_objects():
+    from scipy import ndimage
+
+    ds = tasks.render_structured("clevr_count", n=60, seed=0, size=64)
+    yy = (np.arange(128) + 0.5) / 128
+    floor = (90 + 30 * yy).reshape(64, 2).mean(1)[:, None]  # the floor after 2x2 pooling
+    for img, y in zip(ds.images.numpy(), ds.labels.numpy()):
+        diff = np.abs(img.astype(float) - floor[None]).max(0)
+        n, _ = ndimage.label(diff > 25)
+        assert n == y + 1
+
+
+def test_load_task_rejects_unknown_names():
+    with pytest.raises(ValueError, match="known"):
+        tasks.load_task("svhn_typo")

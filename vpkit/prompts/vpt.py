@@ -1,0 +1,216 @@
+"""Visual Prompt Tuning (Jia et al., ECCV 2022): learnable tokens in the input of a frozen timm ViT.
+
+* **VPT-shallow** (Sec. 3.2, Eq. 4): ``num_tokens`` prompts are inserted after the CLS token, before the
+  first block; the blocks then carry them along like any other token.
+* **VPT-deep** (Eq. 6): a fresh set of prompts enters every one of the first ``prompt_depth`` blocks; the
+  previous block's outputs at the prompt positions are discarded (replaced).
+
+``prompt_depth`` is the number of first blocks that receive fresh prompts: 1 is shallow, ``len(blocks)``
+is deep, anything between is the depth ablation (Fig. 7). Only the prompts and the linear head train.
+
+Ablation knobs (Sec. 4.3): ``location`` "prepend" (default) or "add" (Fig. 5: one prompt per patch, added
+element-wise to the patch embeddings, sequence length unchanged); ``output`` read by the head (Fig. 6):
+"cls" (default), "image_mean" (mean of the image-patch tokens) or "prompt_mean" (mean of the prompt tokens).
+Initialisation follows the official code: uniform in ``[-b, b]`` with ``b = sqrt(6 / (3 * patch**2 + d))``
+(xavier-uniform of a patch-embedding-shaped fan-in/fan-out); prompt dropout is applied to the prompts
+before insertion (0.1 for deep in the official demo).
+
+The backbone is an unforked timm ``VisionTransformer``: :mod:`vpkit.prompts.vit` gives token-level access.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .vit import check_vit, embed_tokens, final_norm
+
+LOCATIONS = ("prepend", "add")
+OUTPUTS = ("cls", "image_mean", "prompt_mean")
+
+
+@dataclass
+class VPTConfig:
+    """VPT hyper-parameters, with the paper's names. ``prompt_depth=None`` means every block (VPT-deep)."""
+
+    num_tokens: int = 10
+    prompt_depth: int | None = None
+    dropout: float = 0.0
+    location: str = "prepend"
+    output: str = "cls"
+
+    def validate(self, num_blocks: int) -> "VPTConfig":
+        depth = num_blocks if self.prompt_depth is None else self.prompt_depth
+        if not isinstance(depth, int) or not 1 <= depth <= num_blocks:
+            raise ValueError(f"prompt_depth={self.prompt_depth!r} must be an int in 1..{num_blocks} "
+                             f"(1 = VPT-shallow, {num_blocks} = VPT-deep)")
+        if self.location not in LOCATIONS:
+            raise ValueError(f"location={self.location!r}; allowed: {LOCATIONS}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output={self.output!r}; allowed: {OUTPUTS}")
+        if self.location == "add" and self.output == "prompt_mean":
+            raise ValueError("output='prompt_mean' needs location='prepend' (added prompts have no own tokens)")
+        if self.location == "prepend" and (not isinstance(self.num_tokens, int) or self.num_tokens < 1):
+            raise ValueError(f"num_tokens={self.num_tokens!r} must be an int >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout!r} must be in [0, 1)")
+        return VPTConfig(self.num_tokens, depth, self.dropout, self.location, self.output)
+
+
+def init_bound(patch_size: int, embed_dim: int) -> float:
+    """The official VPT init bound ``sqrt(6 / (3 * patch**2 + embed_dim))`` (xavier-uniform, Sec. 3.2 code)."""
+    return math.sqrt(6.0 / float(3 * patch_size * patch_size + embed_dim))
+
+
+class VPT(nn.Module):
+    """A frozen timm ViT with visual prompts and a linear head: ``images -> logits``.
+
+    Parameters: ``prompt_embeddings`` of shape ``(prompt_depth, P, D)`` (``P = num_tokens`` for "prepend",
+    ``P = number of patches`` for "add") and ``head``. Everything under ``vit`` stays frozen.
+    """
+
+    def __init__(self, vit: nn.Module, num_classes: int, *, num_tokens: int = 10, prompt_depth: int | None = None,
+                 dropout: float = 0.0, location: str = "prepend", output: str = "cls"):
+        super().__init__()
+        check_vit(vit)
+        self.vit = vit
+        cfg = VPTConfig(num_tokens, prompt_depth, dropout, location, output).validate(len(vit.blocks))
+        self.num_tokens, self.prompt_depth = cfg.num_tokens, cfg.prompt_depth
+        self.location, self.output = cfg.location, cfg.output
+        self.num_prefix = int(vit.num_prefix_tokens)
+        self.num_patches = int(vit.patch_embed.num_patches)
+        d = int(vit.embed_dim)
+        n_prompt = self.num_tokens if self.location == "prepend" else self.num_patches
+        if self.location == "add":
+            self.num_tokens = n_prompt
+        patch = vit.patch_embed.patch_size[0]
+        self.prompt_embeddings = nn.Parameter(torch.empty(self.prompt_depth, n_prompt, d))
+        nn.init.uniform_(self.prompt_embeddings, -init_bound(patch, d), init_bound(patch, d))
+        self.prompt_dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(d, num_classes)
+
+    @property
+    def num_inserted(self) -> int:
+        """Number of extra tokens in the sequence (0 for "add")."""
+        return self.num_tokens if self.location == "prepend" else 0
+
+    def _prompts(self, layer: int, batch: int) -> torch.Tensor:
+        return self.prompt_dropout(self.prompt_embeddings[layer]).unsqueeze(0).expand(batch, -1, -1)
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Images -> normalised final tokens ``[prefix, prompts, patches]`` (Eq. 4 / Eq. 6)."""
+        t = embed_tokens(self.vit, x)
+        b, p, k = t.shape[0], self.num_inserted, self.num_prefix
+        if t.shape[1] != k + self.num_patches:
+            raise ValueError(f"input gives {t.shape[1] - k} patches, the prompts were built for {self.num_patches}")
+        for i, blk in enumerate(self.vit.blocks):
+            if i < self.prompt_depth:
+                prompts = self._prompts(i, b).to(t.dtype)
+                if self.location == "add":
+                    t = torch.cat([t[:, :k], t[:, k:] + prompts], dim=1)
+                elif i == 0:
+                    t = torch.cat([t[:, :k], prompts, t[:, k:]], dim=1)
+                else:  # VPT-deep: replace the previous block's outputs at the prompt positions
+                    t = torch.cat([t[:, :k], prompts, t[:, k + p:]], dim=1)
+            t = blk(t)
+        return final_norm(self.vit, t)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        k, p = self.num_prefix, self.num_inserted
+        if self.output == "cls":
+            return tokens[:, 0]
+        if self.output == "image_mean":
+            return tokens[:, k + p:].mean(1)
+        return tokens[:, k:k + p].mean(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.forward_tokens(x)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper's numbers (Jia et al. 2022, ViT-B/16 supervised ImageNet-21k; mean accuracy %) and claims
+# ----------------------------------------------------------------------------------------------------------
+
+PAPER_GROUPS = {  # Table 1: method -> group -> mean accuracy
+    "full": {"FGVC": 88.54, "natural": 75.88, "specialized": 83.36, "structured": 47.64},
+    "linear": {"FGVC": 79.32, "natural": 68.93, "specialized": 77.16, "structured": 26.84},
+    "vpt_shallow": {"FGVC": 84.62, "natural": 76.81, "specialized": 79.66, "structured": 46.98},
+    "vpt_deep": {"FGVC": 89.11, "natural": 78.48, "specialized": 82.43, "structured": 54.98},
+}
+PAPER_CIFAR100 = {"full": 68.9, "linear": 63.4, "vpt_shallow": 77.7, "vpt_deep": 78.8}  # VTAB-1k CIFAR-100
+
+
+def _gap(p: dict, a: str, b: str, group: str) -> float:
+    return round(p[a][group] - p[b][group], 2)
+
+
+def paper_claims(groups_table, per_task, *, ablation=None) -> list:
+    """The paper's headline claims, checked on our results.
+
+    ``groups_table``: :func:`vpkit.protocol.group_means` output (accuracy in [0, 1]; columns natural /
+    structured / all); ``per_task``: :func:`vpkit.protocol.summarize` output; ``ablation``: optional rows
+    with ``study``, ``variant`` and ``acc_test`` (for the 1-prompt and location claims).
+    """
+    from ..report import Claim
+
+    g = groups_table.set_index("method")
+    pt = per_task.pivot_table(index="task", columns="method", values="acc_mean")
+    P = PAPER_GROUPS
+    claims = []
+
+    def has(*ms):
+        return all(m in g.index for m in ms)
+
+    if has("vpt_deep", "vpt_shallow"):
+        d = float(g.loc["vpt_deep", "all"] - g.loc["vpt_shallow", "all"])
+        claims.append(Claim("deep>shallow", "VPT-deep beats VPT-shallow (mean test accuracy over the suite; "
+                            "ours = deep - shallow, points)",
+                            f"+{_gap(P, 'vpt_deep', 'vpt_shallow', 'natural')} Natural, "
+                            f"+{_gap(P, 'vpt_deep', 'vpt_shallow', 'structured')} Structured",
+                            round(100 * d, 2), bool(d > 0)))
+    if has("vpt_deep", "linear"):
+        d = float(g.loc["vpt_deep", "all"] - g.loc["linear", "all"])
+        claims.append(Claim("deep>linear", "VPT-deep beats the linear probe (mean over the suite; ours = deep - "
+                            "linear, points)", f"+{_gap(P, 'vpt_deep', 'linear', 'natural')} Natural, "
+                            f"+{_gap(P, 'vpt_deep', 'linear', 'structured')} Structured",
+                            round(100 * d, 2), bool(d > 0)))
+    if has("vpt_deep", "full"):
+        d = float(g.loc["vpt_deep", "all"] - g.loc["full", "all"])
+        wins = int((pt["vpt_deep"] > pt["full"]).sum())
+        claims.append(Claim("deep>full", "VPT-deep matches or beats full fine-tuning (mean over the suite; ours = "
+                            "deep - full, points)", "deep beats full in 20 of 24 VTAB tasks; "
+                            f"+{_gap(P, 'vpt_deep', 'full', 'natural')} Natural, "
+                            f"+{_gap(P, 'vpt_deep', 'full', 'structured')} Structured",
+                            round(100 * d, 2), bool(d > 0), note=f"deep beats full in {wins} of {len(pt)} tasks"))
+    if {"natural", "structured"} <= set(g.columns):
+        for base in ("linear", "full"):
+            if not has("vpt_deep", base):
+                continue
+            gs = float(g.loc["vpt_deep", "structured"] - g.loc[base, "structured"])
+            gn = float(g.loc["vpt_deep", "natural"] - g.loc[base, "natural"])
+            claims.append(Claim(
+                f"structured_gain_vs_{base}",
+                f"VPT-deep's gain over {base} is larger on Structured than on Natural tasks (ours = structured "
+                f"gain - natural gain, points)",
+                round(_gap(P, "vpt_deep", base, "structured") - _gap(P, "vpt_deep", base, "natural"), 2),
+                round(100 * (gs - gn), 2), bool(gs > gn),
+                note=f"ours: structured {100 * gs:+.2f}, natural {100 * gn:+.2f} points"))
+    if ablation is not None and len(ablation):
+        ab = ablation.groupby(["study", "variant"])["acc_test"].mean()
+        if ("num_tokens", "1") in ab.index and "vpt_shallow" in pt.columns:
+            task = ablation["task"].iloc[0]
+            d = float(ab[("num_tokens", "1")] - pt.loc[task, "vpt_shallow"])
+            claims.append(Claim("one_deep_prompt>shallow", f"VPT-deep with a single prompt per layer beats "
+                                f"VPT-shallow ({task}; ours = difference, points)", "holds (Fig. 7, VTAB)",
+                                round(100 * d, 2), bool(d > 0)))
+        if ("location", "prepend") in ab.index and ("location", "add") in ab.index:
+            d = float(ab[("location", "prepend")] - ab[("location", "add")])
+            claims.append(Claim("prepend>add", "Prepending prompts beats adding them to the patch embeddings "
+                                "(ours = prepend - add, points)", "holds (Fig. 5)", round(100 * d, 2), bool(d > 0)))
+    if has("vpt_deep"):
+        pct = float(per_task.loc[per_task.method == "vpt_deep", "percent_of_backbone"].max())
+        claims.append(Claim("deep_under_1pct_params", "VPT-deep trains < 1% of the backbone's parameters "
+                            "(ours = max % over tasks, prompts + head)", "< 1%", round(pct, 3), bool(pct < 1.0)))
+    return claims

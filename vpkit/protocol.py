@@ -1,0 +1,188 @@
+"""The VTAB-1k protocol (Zhai et al. 2019, as used by VPT Sec. 4.1) for any method of :mod:`vpkit.methods`.
+
+1. **Tune**: for every (base_lr, weight_decay) of a grid, train on ``train800`` and score on ``val200``.
+2. **Retrain** with the best pair on ``train1000`` (= train800 + val200), once per seed.
+3. **Test** on the fixed test set; report mean and std over seeds.
+
+Learning rates follow the official scaling ``lr = base_lr * batch_size / 256``; SGD with momentum 0.9 and a
+cosine schedule with linear warmup (:func:`vpkit.train.fit`). Each run records its trainable-parameter count,
+the share of the backbone and the training throughput (images/s) measured in that same run.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .backbones import Backbone
+from .data import ImageSet, loader_for
+from .methods import build_method
+from .train import evaluate, fit, seed_everything
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every method of a comparison (VPT Sec. 4.1 / Appendix A)."""
+
+    epochs: int = 100
+    batch_size: int = 128
+    warmup_epochs: float = 10
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    amp: bool = False
+    eval_batch_size: int = 128
+
+    def lr(self, base_lr: float) -> float:
+        """The official linear scaling rule ``base_lr * batch_size / 256``."""
+        return base_lr * self.batch_size / 256
+
+
+@dataclass
+class RunResult:
+    method: str
+    seed: int
+    base_lr: float
+    weight_decay: float
+    acc: dict  # eval-set name -> accuracy
+    trainable: int
+    percent_of_backbone: float
+    images_per_s: float
+    train_seconds: float
+    final_train_acc: float
+    method_kwargs: dict = field(default_factory=dict)
+
+    def row(self, **labels) -> dict:
+        d = asdict(self)
+        acc = d.pop("acc")
+        kw = d.pop("method_kwargs")
+        return {**labels, **d, **{f"acc_{k}": v for k, v in acc.items()},
+                "method_kwargs": ", ".join(f"{k}={v}" for k, v in kw.items())}
+
+
+def train_and_eval(method: str, backbone: Backbone, train_set: ImageSet, eval_sets: dict[str, ImageSet], *,
+                   num_classes: int, base_lr: float, weight_decay: float, seed: int, train: TrainConfig,
+                   method_kwargs: dict | None = None, progress: bool = False) -> RunResult:
+    """Build ``method`` (seeded), train it on ``train_set``, evaluate on every set of ``eval_sets``."""
+    kw = dict(method_kwargs or {})
+    seed_everything(seed)
+    m = build_method(method, backbone, num_classes, **kw)
+    loader = loader_for(train_set, backbone, batch_size=train.batch_size, shuffle=True, seed=seed)
+    common = dict(method=method, seed=seed, base_lr=base_lr, weight_decay=weight_decay, trainable=m.report.trainable,
+                  percent_of_backbone=m.report.percent_of_backbone, method_kwargs=kw)
+    try:
+        hist = fit(m.model, loader, epochs=train.epochs, lr=train.lr(base_lr), weight_decay=weight_decay,
+                   optimizer=train.optimizer, momentum=train.momentum, warmup_epochs=train.warmup_epochs,
+                   amp=train.amp, progress=progress, desc=f"{method} {train_set.name}")
+    except FloatingPointError:  # diverged: scores NaN, so tuning never picks it
+        nan = float("nan")
+        return RunResult(acc={k: nan for k in eval_sets}, images_per_s=nan, train_seconds=nan, final_train_acc=nan,
+                         **common)
+    acc = {name: evaluate(m.model, loader_for(ds, backbone, batch_size=train.eval_batch_size), amp=train.amp)["acc"]
+           for name, ds in eval_sets.items()}
+    return RunResult(acc=acc, images_per_s=hist.throughput, train_seconds=hist.seconds,
+                     final_train_acc=hist.train_acc[-1], **common)
+
+
+def tune(method: str, backbone: Backbone, splits: dict[str, ImageSet], *, num_classes: int, base_lrs, weight_decays,
+         train: TrainConfig, seed: int = 0, method_kwargs: dict | None = None,
+         progress: bool = False) -> tuple[tuple[float, float], list[RunResult]]:
+    """Grid search on train800 -> val200; returns the best (base_lr, weight_decay) and every grid run.
+
+    A run that diverges (non-finite loss) scores NaN and is never chosen; ties go to the earlier grid point.
+    """
+    runs = []
+    for base_lr, wd in itertools.product(base_lrs, weight_decays):
+        runs.append(train_and_eval(method, backbone, splits["train800"], {"val200": splits["val200"]},
+                                   num_classes=num_classes, base_lr=base_lr, weight_decay=wd, seed=seed, train=train,
+                                   method_kwargs=method_kwargs, progress=progress))
+    scores = [r.acc["val200"] if math.isfinite(r.acc["val200"]) else -1.0 for r in runs]
+    best = runs[int(np.argmax(scores))]
+    return (best.base_lr, best.weight_decay), runs
+
+
+def vtab_protocol(method: str, backbone: Backbone, splits: dict[str, ImageSet], *, num_classes: int, base_lrs,
+                  weight_decays, seeds, train: TrainConfig, method_kwargs: dict | None = None,
+                  progress: bool = False) -> tuple[list[RunResult], list[RunResult]]:
+    """Tune on train800/val200 (first seed), retrain on train1000 for every seed, test. Returns (final, grid)."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    if len(base_lrs) * len(weight_decays) > 1:
+        (lr, wd), grid = tune(method, backbone, splits, num_classes=num_classes, base_lrs=base_lrs,
+                              weight_decays=weight_decays, train=train, seed=seeds[0], method_kwargs=method_kwargs,
+                              progress=progress)
+    else:
+        (lr, wd), grid = (base_lrs[0], weight_decays[0]), []
+    final = [train_and_eval(method, backbone, splits["train1000"], {"test": splits["test"]}, num_classes=num_classes,
+                            base_lr=lr, weight_decay=wd, seed=s, train=train, method_kwargs=method_kwargs,
+                            progress=progress) for s in seeds]
+    return final, grid
+
+
+def summarize(rows, *, by=("task", "method"), value: str = "acc_test"):
+    """Mean and std (over seeds) of ``value`` per group, plus the first row's parameter counts."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    agg = df.groupby(list(by), sort=False).agg(
+        acc_mean=(value, "mean"), acc_std=(value, lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0),
+        n_seeds=(value, "size"), base_lr=("base_lr", "first"), weight_decay=("weight_decay", "first"),
+        trainable=("trainable", "first"), percent_of_backbone=("percent_of_backbone", "first"),
+        images_per_s=("images_per_s", "mean"))
+    return agg.reset_index()
+
+
+def run_suite(backbone: Backbone, suite: dict[str, dict[str, ImageSet]], *, methods, base_lrs: dict,
+              weight_decays, seeds, train: TrainConfig, method_kwargs: dict | None = None,
+              progress: bool = False, log=print) -> tuple[list[dict], list[dict]]:
+    """:func:`vtab_protocol` for every task of ``suite`` (task -> splits) and every method.
+
+    ``base_lrs`` maps a method name to its base-lr grid; ``method_kwargs`` maps a method name to builder
+    kwargs. Returns (final rows, grid rows), each row labelled with task and method.
+    """
+    method_kwargs = method_kwargs or {}
+    missing = [m for m in methods if m not in base_lrs]
+    if missing:
+        raise ValueError(f"base_lrs has no grid for methods {missing}; give one list per method")
+    final_rows, grid_rows = [], []
+    for task, splits in suite.items():
+        num_classes = splits["test"].num_classes
+        for method in methods:
+            final, grid = vtab_protocol(method, backbone, splits, num_classes=num_classes, base_lrs=base_lrs[method],
+                                        weight_decays=weight_decays, seeds=seeds, train=train,
+                                        method_kwargs=method_kwargs.get(method), progress=progress)
+            final_rows += [r.row(task=task) for r in final]
+            grid_rows += [r.row(task=task) for r in grid]
+            if log:
+                accs = [r.acc["test"] for r in final]
+                log(f"{task:22s} {method:12s} base_lr={final[0].base_lr:<6g} wd={final[0].weight_decay:<6g} "
+                    f"test acc {np.mean(accs):.3f} ({len(accs)} seeds) {final[0].images_per_s:.1f} img/s")
+    return final_rows, grid_rows
+
+
+def run_variants(backbone: Backbone, splits: dict[str, ImageSet], *, method: str, variants: dict[str, dict],
+                 base_lr: float, weight_decay: float, seeds, train: TrainConfig, base_kwargs: dict | None = None,
+                 progress: bool = False, log=print, **labels) -> list[dict]:
+    """Ablation: train ``method`` on train1000 with each variant's kwargs (over ``base_kwargs``) and test."""
+    rows = []
+    for label, kw in variants.items():
+        for s in seeds:
+            r = train_and_eval(method, backbone, splits["train1000"], {"test": splits["test"]},
+                               num_classes=splits["test"].num_classes, base_lr=base_lr, weight_decay=weight_decay,
+                               seed=s, train=train, method_kwargs={**(base_kwargs or {}), **kw}, progress=progress)
+            rows.append(r.row(variant=label, **labels))
+            if log:
+                log(f"{method} {label:24s} seed {s}: test acc {r.acc['test']:.3f} ({r.images_per_s:.1f} img/s)")
+    return rows
+
+
+def group_means(summary, groups: dict[str, str], *, value: str = "acc_mean"):
+    """Mean of ``value`` over the tasks of each group (e.g. natural / structured), per method."""
+    df = summary.assign(group=summary["task"].map(groups))
+    if df["group"].isna().any():
+        raise ValueError(f"tasks without a group: {sorted(df.loc[df['group'].isna(), 'task'].unique())}")
+    out = df.groupby(["method", "group"], sort=False)[value].mean().unstack("group")
+    out["all"] = df.groupby("method", sort=False)[value].mean()
+    return out.reset_index()
