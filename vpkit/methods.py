@@ -195,6 +195,10 @@ METHODS: dict[str, Callable[..., Method]] = {
     "partial_2": lambda b, n, **kw: build_partial(b, n, k=2, **kw),
     "bias": build_bias,
     "adapter": build_adapter,
+    # Pro-Tuning (Nie et al. 2024) and side tuning (Zhang et al. 2020): vpkit.prompts.protuning;
+    # protuning kwargs: reduction, kernel_size, blend, act, zero_init, num_stages; side kwargs: width, alpha_init
+    "protuning": lambda b, n, **kw: _protuning().build_protuning(b, n, **kw),
+    "side": lambda b, n, **kw: _protuning().build_side(b, n, **kw),
     # VPT (Jia et al. 2022): vpkit.prompts.vpt; kwargs num_tokens, prompt_depth, dropout, location, output
     "vpt_shallow": lambda b, n, **kw: build_vpt(b, n, **{"prompt_depth": 1, **kw}),
     "vpt_deep": lambda b, n, **kw: build_vpt(b, n, **{"dropout": 0.1, **kw}),
