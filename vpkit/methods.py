@@ -203,6 +203,8 @@ METHODS: dict[str, Callable[..., Method]] = {
     "vpt_shallow": lambda b, n, **kw: build_vpt(b, n, **{"prompt_depth": 1, **kw}),
     "vpt_deep": lambda b, n, **kw: build_vpt(b, n, **{"dropout": 0.1, **kw}),
     "vpt": lambda b, n, **kw: build_vpt(b, n, **kw),
+    # L2P (Wang et al. 2022) and the image-prompt variants: vpkit.prompts.l2p; kwargs cfg (L2PConfig), init_images
+    "l2p": lambda b, n, **kw: build_l2p(b, n, **kw),
 }
 
 

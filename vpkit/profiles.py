@@ -10,6 +10,24 @@ import copy
 PROFILE_NAMES = ("smoke", "offline", "paper")
 
 PROFILES: dict[str, dict[str, dict]] = {
+    # 05: L2P + the image-prompt project (continual learning). Offline: Split Fashion-MNIST 5x2, subsampled.
+    "image_prompts_l2p": {
+        "smoke": dict(backbone="vit_s14_dinov2", img_size=28, dataset="fashion_mnist", num_tasks=2, split_seed=None,
+                      n_train_per_class=1, n_test_per_class=1, epochs=1, batch_size=8, lr=0.01, amp=False,
+                      pool_size=10, length=1, top_k=2, pull_coeff=0.1, selection="per_sample", lwf_weight=1.0,
+                      gen_lwf_weights=[1.0], gen_size=28, init_classes=None, variants=None),
+        "offline": dict(backbone="vit_s14_dinov2", img_size=56, dataset="fashion_mnist", num_tasks=5,
+                        split_seed=None, n_train_per_class=30, n_test_per_class=25, epochs=2, batch_size=8,
+                        lr=0.03, amp=True, pool_size=10, length=2, top_k=5, pull_coeff=0.1,
+                        selection="per_sample", lwf_weight=1.0, gen_lwf_weights=[0.1, 1.0, 10.0], gen_size=28,
+                        init_classes=None, variants=None),
+        "paper": dict(backbone="vit_b16_in21k", img_size=224, dataset="cifar100", num_tasks=10, split_seed=42,
+                      n_train_per_class=None, n_test_per_class=None, epochs=5, batch_size=16, lr=0.03 * 16 / 256,
+                      amp=True, pool_size=10, length=5, top_k=5, pull_coeff=0.1, selection="batch",
+                      lwf_weight=1.0, gen_lwf_weights=[0.1, 1.0, 10.0], gen_size=32,
+                      init_classes=["apple", "boy", "maple_tree", "mountain", "bee", "chair", "lion", "poppy",
+                                    "crab", "bus"], variants=None),
+    },
     # 03: Pro-Tuning (Nie et al. 2024). Offline: Fashion-MNIST, long-tailed (IR 50/100) and balanced subsets,
     # EfficientNet-Lite0 at 64 px (+ a ViT-S/14 check at 56 px), few epochs, a 13-type corruption benchmark.
     "pro_tuning": {

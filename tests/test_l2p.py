@@ -1,0 +1,162 @@
+"""L2P prompt pool, image-prompt variants and the continual-learning loop, on tiny models and hand-made tensors."""
+import numpy as np
+import pytest
+import torch
+
+from vpkit import continual, metrics
+from vpkit.backbones import build_backbone
+from vpkit.data import ImageSet
+from vpkit.prompts import l2p
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_backbone("test_vit", pretrained=False, img_size=None)
+
+
+def _toy_images(n=40, classes=4, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    base = torch.linspace(0, 255, classes)[y].view(-1, 1, 1, 1)
+    x = (base + 20 * torch.randn(n, 1, size, size, generator=g)).clamp(0, 255).to(torch.uint8)
+    return ImageSet(x, y, [f"c{i}" for i in range(classes)], "toy")
+
+
+def test_top_k_selection_and_pull_on_hand_made_example():
+    keys = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
+    q = torch.tensor([[2.0, 0.1, 0], [0, 0, 3.0]])
+    idx, sim = l2p.select_top_k(q, keys, 2, "per_sample")
+    assert idx[0].tolist() == [0, 3] and set(idx[1].tolist()) == {2} | {idx[1, 1].item()}
+    assert idx[1, 0].item() == 2
+    # sample 1: cos with keys 0, 1, 3 is 0 -> the second pick is a tie of zeros; the pull term uses the sims
+    expected = (sim[0, 0] + sim[0, 3] + sim[1, 2] + sim[1, idx[1, 1]]) / 2
+    assert torch.allclose(l2p.pull_term(sim, idx), expected)
+    c0 = 2 / np.sqrt(4.01)
+    assert sim[0, 0].item() == pytest.approx(c0, rel=1e-5)
+    assert sim[0, 3].item() == pytest.approx(2.1 / (np.sqrt(4.01) * np.sqrt(2)), rel=1e-5)
+    assert sim[1, 2].item() == pytest.approx(1.0)
+
+
+def test_batchwise_selection_uses_most_frequent_ids_for_all():
+    keys = torch.eye(4)
+    q = torch.tensor([[1.0, 0.9, 0, 0], [1.0, 0, 0.9, 0], [0.9, 0, 1.0, 0]])
+    per, _ = l2p.select_top_k(q, keys, 2, "per_sample")
+    assert per.tolist() == [[0, 1], [0, 2], [2, 0]]
+    batch, _ = l2p.select_top_k(q, keys, 2, "batch")
+    assert batch.tolist() == [[0, 2]] * 3
+    with pytest.raises(ValueError, match="selection"):
+        l2p.select_top_k(q, keys, 2, "global")
+
+
+def test_pool_shapes_and_prompt_count(tiny):
+    d = tiny.embed_dim
+    cfg = l2p.L2PConfig(pool_size=6, length=3, top_k=2)
+    m = l2p.build_l2p_model(tiny, 5, cfg).model
+    assert m.pool.key.shape == (6, d) and m.pool.prompt.shape == (6, 3, d)
+    x = torch.randn(4, 3, tiny.img_size, tiny.img_size)
+    out = m.forward_parts(x)
+    assert out.logits.shape == (4, 5) and out.idx.shape == (4, 2)
+    assert m.num_prompt_tokens() == 6
+    img_cfg = l2p.L2PConfig(pool_size=4, length=2, top_k=2, prompt_form="image")
+    init = torch.randn(4, 3, tiny.img_size, tiny.img_size)
+    mi = l2p.build_l2p_model(tiny, 5, img_cfg, init_images=init).model
+    assert mi.pool.prompt.shape == (4, 3, tiny.img_size, tiny.img_size)
+    assert torch.equal(mi.pool.prompt.data, init)
+    assert mi.pool.prompt_tokens(mi.body.patch_embed).shape == (4, 2, d)
+    assert mi(x).shape == (4, 5)
+    with pytest.raises(ValueError, match="init_images"):
+        l2p.build_l2p_model(tiny, 5, img_cfg)
+    kcfg = l2p.L2PConfig(pool_size=4, length=2, top_k=1, prompt_init="image", key_init="query")
+    mk = l2p.build_l2p_model(tiny, 5, kcfg, init_images=init).model
+    assert torch.allclose(mk.pool.key.data, mk.query(init), atol=1e-5)
+    idx, _ = l2p.select_top_k(mk.query(init), mk.pool.key, 1)
+    assert idx.flatten().tolist() == [0, 1, 2, 3]  # each init image selects its own prompt
+    with pytest.raises(ValueError, match="top_k"):
+        l2p.L2PConfig(pool_size=3, top_k=4)
+
+
+def test_image_init_without_patch_embedding_is_the_reshaped_image():
+    imgs = torch.arange(2 * 3 * 4 * 4, dtype=torch.float).view(2, 3, 4, 4)
+    p = l2p.image_to_tokens_init(imgs, 2, 24, scale=2.0)  # 2*24 = 48 = 3*4*4 values: a pure reshape
+    flat = imgs.flatten(1)
+    z = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True)
+    assert torch.allclose(p, 2.0 * z.view(2, 2, 24), atol=1e-5)
+
+
+def test_logit_mask():
+    logits = torch.tensor([[1.0, 5.0, 2.0, 3.0]])
+    allowed = continual.class_mask([0, 2], 4)
+    m = continual.mask_logits(logits, allowed)
+    assert torch.isinf(m[0, 1]) and torch.isinf(m[0, 3]) and m[0, 0] == 1 and m[0, 2] == 2
+    assert m.argmax(-1).item() == 2
+
+
+def test_accuracy_matrix_formulas_on_known_matrix():
+    a = np.array([[0.9, 0.0, 0.0],
+                  [0.6, 0.8, 0.0],
+                  [0.5, 0.7, 0.95]])
+    assert metrics.average_accuracy(a) == pytest.approx((0.5 + 0.7 + 0.95) / 3)
+    assert metrics.forgetting(a) == pytest.approx(((0.9 - 0.5) + (0.8 - 0.7)) / 2)
+    assert continual.new_task_accuracy(a) == pytest.approx((0.9 + 0.8 + 0.95) / 3)
+    b = a.copy()
+    b[2, 0] = 0.9  # no forgetting on task 0
+    assert metrics.forgetting(b) == pytest.approx(0.1 / 2)
+
+
+def test_class_incremental_split():
+    ds = _toy_images(n=80, classes=4)
+    tasks = continual.class_incremental_split(ds, ds, num_tasks=2, seed=3, n_train_per_class=5,
+                                              n_test_per_class=4)
+    assert len(tasks) == 2 and sorted(tasks[0].classes + tasks[1].classes) == [0, 1, 2, 3]
+    for t in tasks:
+        assert set(t.train.labels.tolist()) == set(t.classes) and len(t.train) == 10 and len(t.test) == 8
+    with pytest.raises(ValueError, match="num_tasks"):
+        continual.class_incremental_split(ds, ds, num_tasks=3, seed=0)
+
+
+def test_only_intended_parameters_train_and_backbone_unchanged(tiny):
+    ds = _toy_images(n=32, classes=4, size=tiny.img_size)
+    tasks = continual.class_incremental_split(ds, ds, num_tasks=2, seed=0)
+    cfg = l2p.L2PConfig(pool_size=4, length=2, top_k=2, generator="cls", gen_length=2)
+    method = l2p.build_l2p_model(tiny, 4, cfg)
+    model = method.model
+    names = set(method.report.names)
+    assert names and all(not n.startswith("body.") for n in names)
+    assert {"pool.key", "pool.prompt", "head.weight", "head.bias"} <= names
+    assert any(n.startswith("generator.") for n in names)
+    before_body = {k: v.clone() for k, v in model.body.state_dict().items()}
+    before_keys = model.pool.key.detach().clone()
+    backbone_before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
+    q = continual.cache_queries(tiny, tasks, batch_size=16)
+    assert torch.allclose(q.train[0][:4], model.query(continual.to_model_input(
+        tasks[0].train.images[:4], size=tiny.img_size, mean=tiny.mean, std=tiny.std)), atol=1e-5)
+    res = continual.run_continual(model, tasks, tiny, cfg=continual.ContinualConfig(epochs=1, batch_size=8, lr=1e-2,
+                                                                                     gen_lwf_weight=1.0),
+                                  name="t", queries=q)
+    for k, v in model.body.state_dict().items():
+        assert torch.equal(v, before_body[k]), f"frozen {k} changed"
+    for k, v in tiny.model.state_dict().items():
+        assert torch.equal(v, backbone_before[k])
+    assert not torch.equal(model.pool.key.detach(), before_keys), "keys must train (pull term)"
+    assert res.acc_matrix.shape == (2, 2) and res.acc_matrix[0, 1] == 0
+    counts = l2p.selection_counts(model, torch.cat(q.test), torch.cat([t.test.labels for t in tasks]), 4)
+    assert counts.shape == (4, 4) and counts.sum().item() == 2 * len(ds)
+
+
+def test_train_mask_keeps_old_head_rows_and_lwf_runs(tiny):
+    ds = _toy_images(n=32, classes=4, size=tiny.img_size)
+    tasks = continual.class_incremental_split(ds, ds, num_tasks=2, seed=0, shuffle_classes=False)
+    model = l2p.build_l2p_model(tiny, 4, l2p.L2PConfig(use_pool=False, shared_length=2)).model
+    w0 = model.head.weight.detach().clone()
+    cfg = continual.ContinualConfig(epochs=1, batch_size=8, lr=1e-2, train_mask="task")
+    continual.run_continual(model, tasks[:1], tiny, cfg=cfg, name="t")
+    w1 = model.head.weight.detach()
+    # with the task mask, rows of classes outside task 0 get no gradient (Adam, no weight decay)
+    assert torch.equal(w1[2:], w0[2:]) and not torch.equal(w1[:2], w0[:2])
+    lwf = continual.run_continual(model, tasks, tiny, name="lwf",
+                                  cfg=continual.ContinualConfig(epochs=1, batch_size=8, lr=1e-2, lwf_weight=1.0))
+    joint = continual.run_joint(model, tasks, tiny, cfg=cfg)
+    assert joint.acc_matrix.shape == (1, 2) and np.isnan(joint.forgetting)
+    assert np.isfinite(lwf.forgetting)
+    with pytest.raises(ValueError, match="train_mask"):
+        continual.ContinualConfig(train_mask="none")

@@ -1,0 +1,372 @@
+"""Class-incremental continual learning: task splits and a task loop around :func:`vpkit.train.fit`.
+
+Protocol (L2P, Wang et al. CVPR 2022, Sec. 4.1): tasks arrive in sequence, each with new classes; there is no
+task id at test time. After training task ``t`` the model is tested on every task ``j <= t`` and the
+accuracy matrix ``A[t, j]`` is filled (row = after task t, column = task); the upper triangle is 0 by
+definition (classes not seen yet cannot be predicted: predictions range over the classes seen so far).
+Average accuracy and forgetting come from :mod:`vpkit.metrics`.
+
+Models plug in by duck typing, not by subclassing a trainer: a model maps a :class:`Batch` (or a plain
+image tensor) to logits over all classes, and may offer ``forward_parts(batch)`` returning an object with
+``logits`` and optional ``aux_loss`` (e.g. L2P's pull term, a generator's ELBO) and ``gen_out`` plus a
+``generator`` module (for LwF on a generator). Frozen per-image quantities (the L2P query, LwF teacher
+logits) are computed once and travel with the batch, which is valid because the input pipeline has no
+augmentation.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import metrics
+from .data import ImageSet, to_model_input
+from .train import fit, resolve_device
+
+TRAIN_MASKS = ("task", "seen")
+
+
+@dataclass
+class Task:
+    """One task of a class-incremental sequence; labels keep their global class ids."""
+
+    index: int
+    classes: list[int]
+    train: ImageSet
+    test: ImageSet
+
+
+def _per_class(ds: ImageSet, classes, n_per_class: int | None, g: torch.Generator) -> torch.Tensor:
+    idx = []
+    for c in classes:
+        members = torch.nonzero(ds.labels == c).flatten()
+        if n_per_class is not None:
+            if len(members) < n_per_class:
+                raise ValueError(f"class {c} of {ds.name} has {len(members)} images < n_per_class={n_per_class}")
+            members = members[torch.randperm(len(members), generator=g)[:n_per_class]]
+        idx.append(members)
+    return torch.cat(idx)
+
+
+def class_incremental_split(pool: ImageSet, test: ImageSet, *, num_tasks: int, seed: int,
+                            shuffle_classes: bool = True, n_train_per_class: int | None = None,
+                            n_test_per_class: int | None = None) -> list[Task]:
+    """Split the classes into ``num_tasks`` equal tasks (e.g. CIFAR-100 10x10, Fashion-MNIST 5x2).
+
+    The class order is a seeded permutation when ``shuffle_classes``; ``n_*_per_class`` subsample each class
+    (seeded; the test subsample uses a fixed generator so every seed tests the same images).
+    """
+    C = pool.num_classes
+    if num_tasks < 1 or C % num_tasks:
+        raise ValueError(f"num_tasks={num_tasks} must divide the {C} classes of {pool.name}")
+    order = torch.randperm(C, generator=torch.Generator().manual_seed(seed)).tolist() if shuffle_classes \
+        else list(range(C))
+    k = C // num_tasks
+    g_tr, g_te = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(0)
+    tasks = []
+    for t in range(num_tasks):
+        cls = order[t * k:(t + 1) * k]
+        tasks.append(Task(t, cls, pool.subset(_per_class(pool, cls, n_train_per_class, g_tr)),
+                          test.subset(_per_class(test, cls, n_test_per_class, g_te))))
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batches carrying cached per-image tensors
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """Images plus cached per-image tensors (``query``: frozen CLS feature; ``teacher``: old-model logits).
+
+    Has ``.to(device)`` and ``len`` so :func:`vpkit.train.fit` / ``evaluate`` pass it through unchanged.
+    """
+
+    images: torch.Tensor
+    query: torch.Tensor | None = None
+    teacher: torch.Tensor | None = None
+
+    def to(self, device) -> "Batch":
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(mv(self.images), mv(self.query), mv(self.teacher))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def images_of(x) -> torch.Tensor:
+    return x.images if isinstance(x, Batch) else x
+
+
+class BatchLoader:
+    """Like :class:`vpkit.data.Loader` (seeded shuffling, per-batch resize + normalise, no augmentation) but
+    yielding :class:`Batch` objects with rows of the cached tensors ``query`` / ``teacher`` (N x ...)."""
+
+    def __init__(self, ds: ImageSet, *, batch_size: int, size: int, mean, std, shuffle: bool = False,
+                 seed: int = 0, query: torch.Tensor | None = None, teacher: torch.Tensor | None = None):
+        for name, t in (("query", query), ("teacher", teacher)):
+            if t is not None and len(t) != len(ds):
+                raise ValueError(f"{name} has {len(t)} rows for {len(ds)} images")
+        self.ds, self.batch_size, self.size, self.mean, self.std = ds, batch_size, size, mean, std
+        self.shuffle, self.seed, self.query, self.teacher = shuffle, seed, query, teacher
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.ds) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.ds)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + self._epoch))
+            self._epoch += 1
+        else:
+            order = torch.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = to_model_input(self.ds.images[idx], size=self.size, mean=self.mean, std=self.std)
+            yield Batch(x, None if self.query is None else self.query[idx],
+                        None if self.teacher is None else self.teacher[idx]), self.ds.labels[idx]
+
+
+@torch.no_grad()
+def outputs(fn, loader, *, device: str = "auto", amp: bool = False) -> torch.Tensor:
+    """Concatenated ``fn(batch)`` over a loader (no grad, model in eval mode beforehand)."""
+    dev = resolve_device(device)
+    outs = []
+    for x, _ in loader:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cpu"):
+            outs.append(fn(x.to(dev)).float().cpu())
+    return torch.cat(outs)
+
+
+@dataclass
+class QueryCache:
+    """Frozen CLS queries of every task's train and test images (L2P Sec. 3.3: ``q(x)`` = the frozen
+    pretrained model's CLS feature), computed once and shared by every run on the same backbone."""
+
+    train: list[torch.Tensor]
+    test: list[torch.Tensor]
+
+
+def cache_queries(backbone, tasks: list[Task], *, batch_size: int = 64, amp: bool = False,
+                  device: str = "auto") -> QueryCache:
+    """``backbone.features`` (pooled CLS, pre-logits) of every train and test image of ``tasks``."""
+    backbone.model.to(resolve_device(device)).eval()
+    f = lambda b: backbone.features(b.images)  # noqa: E731
+    mk = lambda ds: BatchLoader(ds, batch_size=batch_size, size=backbone.img_size, mean=backbone.mean,  # noqa: E731
+                                std=backbone.std)
+    return QueryCache([outputs(f, mk(t.train), amp=amp, device=device) for t in tasks],
+                      [outputs(f, mk(t.test), amp=amp, device=device) for t in tasks])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The task loop
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class ContinualConfig:
+    """Training settings of one continual run (defaults: the L2P PyTorch port, Split CIFAR-100)."""
+
+    epochs: int = 5
+    batch_size: int = 16
+    lr: float = 0.03 * 16 / 256  # L2P: 0.03 * batch / 256
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    train_mask: str = "task"  # "task": L2P's mask of logits outside the current task; "seen": all seen classes
+    lwf_weight: float = 0.0  # LwF (Li & Hoiem 2017) distillation of old-class logits
+    lwf_temperature: float = 2.0
+    gen_lwf_weight: float = 0.0  # LwF on a generator: MSE to the previous task's generator outputs
+    amp: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.train_mask not in TRAIN_MASKS:
+            raise ValueError(f"train_mask={self.train_mask!r}; allowed: {TRAIN_MASKS}")
+        for k in ("lwf_weight", "gen_lwf_weight"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
+        if self.lwf_temperature <= 0:
+            raise ValueError(f"lwf_temperature={self.lwf_temperature} must be > 0")
+
+
+@dataclass
+class ContinualResult:
+    name: str
+    acc_matrix: np.ndarray  # T x T (or 1 x T for joint training)
+    seconds: float
+    train_images: int
+    histories: list = field(default_factory=list)
+    joint: bool = False
+
+    @property
+    def average_accuracy(self) -> float:
+        return metrics.average_accuracy(self.acc_matrix)
+
+    @property
+    def forgetting(self) -> float:
+        return float("nan") if self.joint else metrics.forgetting(self.acc_matrix)
+
+    @property
+    def new_task_accuracy(self) -> float:
+        return float("nan") if self.joint else new_task_accuracy(self.acc_matrix)
+
+    def row(self) -> dict:
+        return {"method": self.name, "avg_acc": 100 * self.average_accuracy, "forgetting": 100 * self.forgetting,
+                "new_task_acc": 100 * self.new_task_accuracy, "train_images": self.train_images,
+                "seconds": round(self.seconds, 1)}
+
+
+def new_task_accuracy(acc_matrix) -> float:
+    """Mean of the diagonal: accuracy on each task right after learning it (plasticity)."""
+    a = np.asarray(acc_matrix, dtype=float)
+    return float(np.mean(np.diag(a)))
+
+
+def class_mask(classes, num_classes: int, device=None) -> torch.Tensor:
+    m = torch.zeros(num_classes, dtype=torch.bool, device=device)
+    m[torch.as_tensor(list(classes), dtype=torch.long, device=device)] = True
+    return m
+
+
+def mask_logits(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """L2P's train-time mask: logits of classes outside ``allowed`` (bool, num_classes) become -inf."""
+    return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
+
+
+def _forward_parts(model, x):
+    if hasattr(model, "forward_parts"):
+        return model.forward_parts(x)
+    return _Plain(model(x))
+
+
+@dataclass
+class _Plain:
+    logits: torch.Tensor
+    aux_loss: torch.Tensor | float = 0.0
+    gen_out: torch.Tensor | None = None
+
+
+def lwf_loss(logits: torch.Tensor, teacher: torch.Tensor, old: torch.Tensor, temperature: float) -> torch.Tensor:
+    """LwF distillation on the old classes: T^2 * KL(softmax(teacher/T) || softmax(logits/T))."""
+    t = temperature
+    s = F.log_softmax(logits[:, old] / t, dim=-1)
+    p = F.softmax(teacher[:, old] / t, dim=-1)
+    return F.kl_div(s, p, reduction="batchmean") * t * t
+
+
+def make_loss(*, current: torch.Tensor, seen: torch.Tensor, cfg: ContinualConfig, old: torch.Tensor | None,
+              old_generator: nn.Module | None):
+    """``loss_fn(model, batch, y) -> (loss, logits)`` for :func:`vpkit.train.fit`: masked cross-entropy
+    + the model's auxiliary loss (pull term, generator loss) + optional LwF terms."""
+
+    def loss_fn(model, x, y):
+        out = _forward_parts(model, x)
+        logits = out.logits.float()
+        allowed = current if cfg.train_mask == "task" else seen
+        masked = mask_logits(logits, allowed)
+        loss = F.cross_entropy(masked, y) + out.aux_loss
+        if cfg.lwf_weight and old is not None and old.any():
+            if x.teacher is None:
+                raise ValueError("lwf_weight > 0 needs cached teacher logits in the batch")
+            loss = loss + cfg.lwf_weight * lwf_loss(logits, x.teacher, old, cfg.lwf_temperature)
+        if cfg.gen_lwf_weight and old_generator is not None:
+            with torch.no_grad():
+                target = old_generator.deterministic(model.generator_input(x))
+            loss = loss + cfg.gen_lwf_weight * F.mse_loss(out.gen_out.float(), target.float())
+        return loss, masked
+    return loss_fn
+
+
+@torch.no_grad()
+def evaluate_task(model, loader, seen: torch.Tensor, *, amp: bool = False, device: str = "auto") -> float:
+    """Accuracy with predictions restricted to the classes seen so far (no task id)."""
+    dev = resolve_device(device)
+    model.eval()
+    correct = n = 0
+    for x, y in loader:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cpu"):
+            logits = model(x.to(dev)).float().cpu()
+        correct += (mask_logits(logits, seen.cpu()).argmax(-1) == y).sum().item()
+        n += len(y)
+    return correct / max(n, 1)
+
+
+def _loader(ds, backbone, cfg, *, shuffle, seed=0, query=None, teacher=None, batch_size=None):
+    return BatchLoader(ds, batch_size=batch_size or cfg.batch_size, size=backbone.img_size, mean=backbone.mean,
+                       std=backbone.std, shuffle=shuffle, seed=seed, query=query, teacher=teacher)
+
+
+def run_continual(model: nn.Module, tasks: list[Task], backbone, *, cfg: ContinualConfig, name: str,
+                  queries: QueryCache | None = None, num_classes: int | None = None, eval_batch_size: int = 64,
+                  progress: bool = False, device: str = "auto") -> ContinualResult:
+    """Train ``model`` on ``tasks`` in order with :func:`vpkit.train.fit`; fill the accuracy matrix.
+
+    LwF teachers are the model as it was before the task (logits cached on the task's training images);
+    LwF on a generator compares with a frozen copy of ``model.generator`` taken at the task start.
+    """
+    T = len(tasks)
+    C = num_classes or tasks[0].train.num_classes
+    acc = np.zeros((T, T))
+    seen_classes: list[int] = []
+    hists = []
+    t0 = time.perf_counter()
+    n_img = 0
+    for t, task in enumerate(tasks):
+        old = class_mask(seen_classes, C) if seen_classes else None
+        seen_classes += list(task.classes)
+        seen, current = class_mask(seen_classes, C), class_mask(task.classes, C)
+        q_tr = queries.train[t] if queries is not None else None
+        teacher = None
+        if cfg.lwf_weight and old is not None:
+            model.eval()
+            teacher = outputs(model, _loader(task.train, backbone, cfg, shuffle=False, query=q_tr,
+                                             batch_size=eval_batch_size), amp=cfg.amp, device=device)
+        old_gen = None
+        if cfg.gen_lwf_weight and t > 0 and getattr(model, "generator", None) is not None:
+            old_gen = copy.deepcopy(model.generator).eval()
+            for p in old_gen.parameters():
+                p.requires_grad_(False)
+        loader = _loader(task.train, backbone, cfg, shuffle=True, seed=cfg.seed * 1000 + t, query=q_tr,
+                         teacher=teacher)
+        hists.append(fit(model, loader, epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer,
+                         weight_decay=cfg.weight_decay, amp=cfg.amp, device=device, progress=progress,
+                         desc=f"{name} task {t + 1}/{T}",
+                         loss_fn=make_loss(current=current, seen=seen, cfg=cfg, old=old, old_generator=old_gen)))
+        n_img += cfg.epochs * len(task.train)
+        for j in range(t + 1):
+            q_te = queries.test[j] if queries is not None else None
+            acc[t, j] = evaluate_task(model, _loader(tasks[j].test, backbone, cfg, shuffle=False, query=q_te,
+                                                     batch_size=eval_batch_size), seen, amp=cfg.amp, device=device)
+    return ContinualResult(name, acc, time.perf_counter() - t0, n_img, hists)
+
+
+def run_joint(model: nn.Module, tasks: list[Task], backbone, *, cfg: ContinualConfig, name: str = "joint",
+              queries: QueryCache | None = None, num_classes: int | None = None, eval_batch_size: int = 64,
+              progress: bool = False, device: str = "auto") -> ContinualResult:
+    """Upper bound: one training run on the union of all tasks (every class at once), then each task tested."""
+    C = num_classes or tasks[0].train.num_classes
+    all_classes = [c for t in tasks for c in t.classes]
+    seen = class_mask(all_classes, C)
+    images = torch.cat([t.train.images for t in tasks])
+    labels = torch.cat([t.train.labels for t in tasks])
+    union = ImageSet(images, labels, tasks[0].train.classes, tasks[0].train.name)
+    q = torch.cat(queries.train) if queries is not None else None
+    t0 = time.perf_counter()
+    cfg_joint = copy.copy(cfg)
+    cfg_joint.train_mask = "seen"
+    hist = fit(model, _loader(union, backbone, cfg, shuffle=True, seed=cfg.seed * 1000, query=q),
+               epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, amp=cfg.amp,
+               device=device, progress=progress, desc=name,
+               loss_fn=make_loss(current=seen, seen=seen, cfg=cfg_joint, old=None, old_generator=None))
+    row = [evaluate_task(model, _loader(t.test, backbone, cfg, shuffle=False,
+                                        query=queries.test[j] if queries is not None else None,
+                                        batch_size=eval_batch_size), seen, amp=cfg.amp, device=device)
+           for j, t in enumerate(tasks)]
+    return ContinualResult(name, np.array([row]), time.perf_counter() - t0, cfg.epochs * len(union), [hist],
+                           joint=True)
