@@ -17,6 +17,7 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 # source name -> notebook file; results go to results/<source>/
 NOTEBOOKS = {
     "backbones": "00_backbones.ipynb",
+    "vlm": "00_vlm.ipynb",
     "pro_tuning": "03_pro_tuning.ipynb",
     "vpt": "01_vpt.ipynb",
     "image_prompts_l2p": "05_image_prompts_l2p.ipynb",

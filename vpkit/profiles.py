@@ -10,6 +10,14 @@ import copy
 PROFILE_NAMES = ("smoke", "offline", "paper")
 
 PROFILES: dict[str, dict[str, dict]] = {
+    "vlm": {
+        "smoke": dict(vlm="offline", img_size=64, datasets=["digits"], n_train=60, n_test=40, batch_size=64, photos=2,
+                      vocab_stride=10),
+        "offline": dict(vlm="offline", img_size=160, datasets=["fashion_mnist", "mnist5k", "digits"], n_train=1000,
+                        n_test=1000, batch_size=64, photos=6, vocab_stride=1),
+        "paper": dict(vlm="clip_vit_b16", img_size=None, datasets=["fashion_mnist", "mnist5k", "digits"],
+                      n_train=1000, n_test=None, batch_size=64, photos=6, vocab_stride=1),
+    },
     # 05: L2P + the image-prompt project (continual learning). Offline: Split Fashion-MNIST 5x2, subsampled.
     "image_prompts_l2p": {
         "smoke": dict(backbone="vit_s14_dinov2", img_size=28, dataset="fashion_mnist", num_tasks=2, split_seed=None,
