@@ -112,7 +112,7 @@ def load_digits() -> ImageSet:
                     "digits")
 
 
-SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "chelsea", "coffee", "coins", "horse", "hubble_deep_field",
+SKIMAGE_PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "horse", "hubble_deep_field",
                   "immunohistochemistry", "moon", "page", "rocket", "motorcycle_left", "text", "grass", "gravel")
 
 
