@@ -71,8 +71,8 @@ class TrainConfig:
     """LiT-style alignment training (both towers frozen; features are computed once)."""
 
     seed: int = 0
-    epochs: int = 30
-    lr: float = 2e-3
+    epochs: int = 60
+    lr: float = 1e-4
     weight_decay: float = 0.05
     batch_size: int = 256
     val_fraction: float = 0.15
