@@ -169,7 +169,8 @@ def test_structured_tasks_are_deterministic_and_labelled():
         c = tasks.render_structured(name, n=40, seed=4, size=32)
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
         assert not torch.equal(a.images, c.images)
-        assert a.images.shape == (40, 3, 32, 32) and a.images.dtype == torch.uint8
+        assert a.images.shape[0] == 40 and a.images.shape[1] in (1, 3) and a.images.shape[2:] == (32, 32)
+        assert a.images.dtype == torch.uint8
         assert 0 <= a.labels.min() and a.labels.max() < a.num_classes
 
 
@@ -191,8 +192,9 @@ def test_count_label_is_the_number_of_objects():
     floor = (90 + 30 * yy).reshape(64, 2).mean(1)[:, None]  # the floor after 2x2 pooling
     for img, y in zip(ds.images.numpy(), ds.labels.numpy()):
         diff = np.abs(img.astype(float) - floor[None]).max(0)
-        n, _ = ndimage.label(diff > 25)
-        assert n == y + 1
+        lab, n = ndimage.label(diff > 25)
+        sizes = ndimage.sum(np.ones_like(diff), lab, range(1, n + 1))
+        assert (sizes >= 4).sum() == y + 1  # ignore 1-3 px anti-aliasing specks at triangle tips
 
 
 def test_load_task_rejects_unknown_names():

@@ -136,24 +136,36 @@ def summarize(rows, *, by=("task", "method"), value: str = "acc_test"):
 
 def run_suite(backbone: Backbone, suite: dict[str, dict[str, ImageSet]], *, methods, base_lrs: dict,
               weight_decays, seeds, train: TrainConfig, method_kwargs: dict | None = None,
-              progress: bool = False, log=print) -> tuple[list[dict], list[dict]]:
+              tune_on: dict[str, str] | None = None, progress: bool = False,
+              log=print) -> tuple[list[dict], list[dict]]:
     """:func:`vtab_protocol` for every task of ``suite`` (task -> splits) and every method.
 
     ``base_lrs`` maps a method name to its base-lr grid; ``method_kwargs`` maps a method name to builder
-    kwargs. Returns (final rows, grid rows), each row labelled with task and method.
+    kwargs. ``tune_on`` (budget saver) maps a task to another task of the suite whose tuned (base_lr,
+    weight_decay) it reuses instead of running its own grid; that task must come earlier in ``suite``.
+    Returns (final rows, grid rows), each row labelled with task and method (and ``tuned_on``).
     """
-    method_kwargs = method_kwargs or {}
+    method_kwargs, tune_on = method_kwargs or {}, tune_on or {}
     missing = [m for m in methods if m not in base_lrs]
     if missing:
         raise ValueError(f"base_lrs has no grid for methods {missing}; give one list per method")
-    final_rows, grid_rows = [], []
+    order = list(suite)
+    for task, donor in tune_on.items():
+        if task in suite and (donor not in suite or order.index(donor) > order.index(task)):
+            raise ValueError(f"tune_on[{task!r}]={donor!r} must be a task of the suite listed before {task!r}")
+    final_rows, grid_rows, best = [], [], {}
     for task, splits in suite.items():
         num_classes = splits["test"].num_classes
+        donor = tune_on.get(task, task)
         for method in methods:
-            final, grid = vtab_protocol(method, backbone, splits, num_classes=num_classes, base_lrs=base_lrs[method],
-                                        weight_decays=weight_decays, seeds=seeds, train=train,
+            lrs, wds = base_lrs[method], weight_decays
+            if donor != task:
+                lrs, wds = [best[(donor, method)][0]], [best[(donor, method)][1]]
+            final, grid = vtab_protocol(method, backbone, splits, num_classes=num_classes, base_lrs=lrs,
+                                        weight_decays=wds, seeds=seeds, train=train,
                                         method_kwargs=method_kwargs.get(method), progress=progress)
-            final_rows += [r.row(task=task) for r in final]
+            best[(task, method)] = (final[0].base_lr, final[0].weight_decay)
+            final_rows += [r.row(task=task, tuned_on=donor) for r in final]
             grid_rows += [r.row(task=task) for r in grid]
             if log:
                 accs = [r.acc["test"] for r in final]
@@ -164,14 +176,24 @@ def run_suite(backbone: Backbone, suite: dict[str, dict[str, ImageSet]], *, meth
 
 def run_variants(backbone: Backbone, splits: dict[str, ImageSet], *, method: str, variants: dict[str, dict],
                  base_lr: float, weight_decay: float, seeds, train: TrainConfig, base_kwargs: dict | None = None,
-                 progress: bool = False, log=print, **labels) -> list[dict]:
-    """Ablation: train ``method`` on train1000 with each variant's kwargs (over ``base_kwargs``) and test."""
+                 progress: bool = False, log=print, cache: dict | None = None, **labels) -> list[dict]:
+    """Ablation: train ``method`` on train1000 with each variant's kwargs (over ``base_kwargs``) and test.
+
+    Variants that resolve to the same kwargs (e.g. the default length in the length study and the default
+    depth in the depth study) are trained once per ``cache`` and reused.
+    """
     rows = []
+    cache = {} if cache is None else cache
     for label, kw in variants.items():
         for s in seeds:
-            r = train_and_eval(method, backbone, splits["train1000"], {"test": splits["test"]},
-                               num_classes=splits["test"].num_classes, base_lr=base_lr, weight_decay=weight_decay,
-                               seed=s, train=train, method_kwargs={**(base_kwargs or {}), **kw}, progress=progress)
+            full_kw = {**(base_kwargs or {}), **kw}
+            key = (method, s, base_lr, weight_decay, tuple(sorted(full_kw.items())))
+            if key not in cache:
+                cache[key] = train_and_eval(method, backbone, splits["train1000"], {"test": splits["test"]},
+                                            num_classes=splits["test"].num_classes, base_lr=base_lr,
+                                            weight_decay=weight_decay, seed=s, train=train, method_kwargs=full_kw,
+                                            progress=progress)
+            r = cache[key]
             rows.append(r.row(variant=label, **labels))
             if log:
                 log(f"{method} {label:24s} seed {s}: test acc {r.acc['test']:.3f} ({r.images_per_s:.1f} img/s)")
