@@ -200,3 +200,53 @@ def test_count_label_is_the_number_of_objects():
 def test_load_task_rejects_unknown_names():
     with pytest.raises(ValueError, match="known"):
         tasks.load_task("svhn_typo")
+
+
+def _fake_train(scores):
+    """A stand-in for protocol.train_and_eval: accuracy looked up by base_lr (NaN = diverged)."""
+    from vpkit.protocol import RunResult
+
+    calls = []
+
+    def run(method, backbone, train_set, eval_sets, *, base_lr, weight_decay, seed, **kw):
+        calls.append((train_set.name, method, base_lr, seed))
+        return RunResult(method, seed, base_lr, weight_decay, {k: scores[base_lr] for k in eval_sets}, 10, 0.1,
+                         100.0, 1.0, 0.5)
+    return run, calls
+
+
+def _splits(name):
+    from vpkit.data import ImageSet
+
+    ds = ImageSet(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), ["a", "b"], name)
+    return {"train800": ds, "val200": ds, "train1000": ds, "test": ds}
+
+
+def test_protocol_tunes_then_retrains_and_never_picks_a_diverged_run(monkeypatch):
+    from vpkit import protocol
+
+    run, calls = _fake_train({1.0: float("nan"), 0.1: 0.6, 0.01: 0.4})
+    monkeypatch.setattr(protocol, "train_and_eval", run)
+    final, grid = protocol.vtab_protocol("linear", None, _splits("t"), num_classes=2, base_lrs=[1.0, 0.1, 0.01],
+                                         weight_decays=[0.0], seeds=[3, 4], train=protocol.TrainConfig())
+    assert [g.base_lr for g in grid] == [1.0, 0.1, 0.01]
+    assert [(f.base_lr, f.seed) for f in final] == [(0.1, 3), (0.1, 4)], "best finite val200 lr, every seed"
+
+
+def test_run_suite_reuses_the_donor_tasks_tuning(monkeypatch):
+    from vpkit import protocol
+
+    run, calls = _fake_train({0.5: 0.3, 0.05: 0.7})
+    monkeypatch.setattr(protocol, "train_and_eval", run)
+    suite = {"a": _splits("a"), "b": _splits("b")}
+    final, grid = protocol.run_suite(None, suite, methods=["linear"], base_lrs={"linear": [0.5, 0.05]},
+                                     weight_decays=[0.0], seeds=[0], train=protocol.TrainConfig(),
+                                     tune_on={"b": "a"}, log=None)
+    assert [r["task"] for r in grid] == ["a", "a"], "only the donor task runs the grid"
+    assert [(r["task"], r["base_lr"], r["tuned_on"]) for r in final] == [("a", 0.05, "a"), ("b", 0.05, "a")]
+    with pytest.raises(ValueError, match="tune_on"):
+        protocol.run_suite(None, suite, methods=["linear"], base_lrs={"linear": [0.5]}, weight_decays=[0.0],
+                           seeds=[0], train=protocol.TrainConfig(), tune_on={"a": "b"}, log=None)
+    with pytest.raises(ValueError, match="base_lrs"):
+        protocol.run_suite(None, suite, methods=["vpt_deep"], base_lrs={}, weight_decays=[0.0], seeds=[0],
+                           train=protocol.TrainConfig(), log=None)
