@@ -21,6 +21,7 @@ NOTEBOOKS = {
     "pro_tuning": "03_pro_tuning.ipynb",
     "vpt": "01_vpt.ipynb",
     "image_prompts_l2p": "05_image_prompts_l2p.ipynb",
+    "visual_prompting": "02_visual_prompting.ipynb",
 }
 
 

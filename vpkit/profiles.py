@@ -18,6 +18,25 @@ PROFILES: dict[str, dict[str, dict]] = {
         "paper": dict(vlm="clip_vit_b16", img_size=None, datasets=["fashion_mnist", "mnist5k", "digits"],
                       n_train=1000, n_test=None, batch_size=64, photos=6, vocab_stride=1),
     },
+    # 02: visual prompting (Bahng et al. 2022). Offline: the offline VLM at 64 px, padding 8 px (~30/224), a few
+    # dozen training images per dataset, a few epochs of Adam; paper: CLIP ViT-B/32, SGD lr 40, 1000 epochs.
+    # num_threads=1: on the shared 2-core machine one torch thread trained ~10x faster than two (measured).
+    "visual_prompting": {
+        "smoke": dict(vlm="offline", vision_backbone=None, img_size=32, datasets=["digits"], both_polarities=False,
+                      n_train=10, n_test=10, epochs=1, batch_size=10, lr=0.1, optimizer="adam", warmup_epochs=0,
+                      amp=True, prompt_size=4, patch_size=8, widths=[], mappings=["frequency"],
+                      ablation_dataset="digits", num_threads=1),
+        "offline": dict(vlm="offline", vision_backbone=None, img_size=64,
+                        datasets=["fashion_mnist", "mnist5k", "digits"], both_polarities=True, n_train=100,
+                        n_test=300, epochs=5, batch_size=20, lr=0.1, optimizer="adam", warmup_epochs=0,
+                        amp=True, prompt_size=8, patch_size=16, widths=[2, 4, 16],
+                        mappings=["first_n", "frequency"], ablation_dataset="fashion_mnist", num_threads=1),
+        "paper": dict(vlm="clip_vit_b32", vision_backbone="resnet50", img_size=None,
+                      datasets=["fashion_mnist", "mnist5k", "digits"], both_polarities=True, n_train=1000,
+                      n_test=None, epochs=1000, batch_size=256, lr=40.0, optimizer="sgd", warmup_epochs=1,
+                      amp=True, prompt_size=30, patch_size=50, widths=[1, 5, 10, 50],
+                      mappings=["first_n", "frequency"], ablation_dataset="fashion_mnist", num_threads=None),
+    },
     # 05: L2P + the image-prompt project (continual learning). Offline: Split Fashion-MNIST 5x2, subsampled.
     "image_prompts_l2p": {
         "smoke": dict(backbone="vit_s14_dinov2", img_size=14, dataset="fashion_mnist", num_tasks=2, split_seed=None,
