@@ -149,3 +149,15 @@ def test_vp_classifier_with_label_mapping_on_test_cnn():
     for k, v in _state(bb.model).items():
         assert torch.equal(frozen[k], v), f"frozen backbone tensor {k} changed"
     assert method.report.trainable == pixel.num_prompt_parameters("padding", 2, bb.img_size)
+
+
+def test_vp_registered_in_methods_table():
+    from vpkit.backbones import build_backbone
+    from vpkit.methods import build_method
+
+    bb = build_backbone("test_cnn", pretrained=False)
+    m = build_method("vp", bb, 3, prompt_size=2)
+    assert m.model.mapping.tolist() == [0, 1, 2]
+    assert m.report.trainable == pixel.num_prompt_parameters("padding", 2, bb.img_size)
+    m2 = build_method("vp", bb, 3, mapping=torch.tensor([9, 8, 7]), template="fixed_patch", prompt_size=3)
+    assert m2.model.mapping.tolist() == [9, 8, 7] and m2.report.trainable == 27

@@ -188,6 +188,12 @@ def _protuning():
     return protuning
 
 
+def _pixel():
+    from .prompts import pixel
+
+    return pixel
+
+
 METHODS: dict[str, Callable[..., Method]] = {
     "linear": build_linear,
     "full": build_full,
@@ -205,6 +211,11 @@ METHODS: dict[str, Callable[..., Method]] = {
     "vpt": lambda b, n, **kw: build_vpt(b, n, **kw),
     # L2P (Wang et al. 2022) and the image-prompt variants: vpkit.prompts.l2p; kwargs cfg (L2PConfig), init_images
     "l2p": lambda b, n, **kw: build_l2p(b, n, **kw),
+    # Visual prompting (Bahng et al. 2022) on a vision-only classifier with label mapping: vpkit.prompts.pixel;
+    # kwargs mapping (default: first N ImageNet classes), template, prompt_size, seed. VP+TP on a VLM:
+    # vpkit.prompts.pixel.build_vp_tp (needs a VLM, not a Backbone). The frozen model is shared, not copied.
+    "vp": lambda b, n, mapping=None, **kw: _pixel().build_vp_classifier(
+        b, _pixel().first_n_mapping(n) if mapping is None else mapping, **kw),
 }
 
 
