@@ -1,0 +1,109 @@
+"""CoOp / CoCoOp on the tiny random open_clip model (test_clip)."""
+import pytest
+import torch
+
+from vpkit.prompts import coop
+from vpkit.vlm import build_vlm
+
+NAMES = ["cat", "dog", "red car"]
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    return build_vlm("test_clip")
+
+
+def feats(vlm, n=4, seed=0):
+    return torch.randn(n, vlm.embed_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def test_meta_net_shape_has_d_over_16_bottleneck(vlm):
+    m = coop.CoCoOp(vlm, NAMES)
+    first, _, last = m.meta_net
+    assert first.in_features == vlm.embed_dim and first.out_features == vlm.embed_dim // 16
+    assert last.in_features == vlm.embed_dim // 16 and last.out_features == vlm.width
+    big = coop.MetaNet(512, 512)
+    assert big[0].out_features == 32 and big[2].out_features == 512
+
+
+def test_pi_shifts_every_context_vector(vlm):
+    m = coop.CoCoOp(vlm, NAMES)
+    x = torch.nn.functional.normalize(feats(vlm), dim=-1)
+    ctx = m.conditional_context(x)
+    pi = m.meta_net(x)
+    assert ctx.shape == (4, m.prompt.n_ctx, vlm.width)
+    for b in range(4):
+        for j in range(m.prompt.n_ctx):
+            torch.testing.assert_close(ctx[b, j] - m.prompt.ctx[j], pi[b])
+    assert not torch.allclose(pi[0], pi[1])  # conditional: different images, different shift
+    emb = m.prompt.embeddings(ctx)  # the shifted context sits at the context positions of every class prompt
+    s = m.prompt.ctx_start
+    torch.testing.assert_close(emb[:, :, s:s + m.prompt.n_ctx], ctx.unsqueeze(1).expand(-1, len(NAMES), -1, -1))
+
+
+def test_phrase_init_equals_word_embeddings(vlm):
+    m = coop.CoOp(vlm, NAMES, n_ctx=4, ctx_init="a photo of a")
+    ids = vlm.tokenize("a photo of a").ids[0, 1:5]
+    torch.testing.assert_close(m.prompt.ctx, vlm.token_embedding(ids).detach())
+    # with the initial context, CoOp's text features are the hand-written prompt's
+    torch.testing.assert_close(m.text_features(), vlm.encode_text([f"a photo of a {n}." for n in NAMES]),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="n_ctx"):
+        coop.CoOp(vlm, NAMES, n_ctx=8, ctx_init="a photo of a")
+
+
+@pytest.mark.parametrize("method", ["coop", "cocoop"])
+def test_gradients_reach_only_context_and_meta_net(vlm, method):
+    m = coop.build_prompt_model(method, vlm, NAMES, n_ctx=2, ctx_init=None)
+    before = {k: v.clone() for k, v in vlm.state_dict().items()}
+    y = torch.tensor([0, 1, 2, 0])
+    torch.nn.functional.cross_entropy(m(feats(vlm)), y).backward()
+    with_grad = {n for n, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    allowed = {"prompt.ctx"} | ({n for n, _ in m.meta_net.named_parameters(prefix="meta_net")}
+                                if method == "cocoop" else set())
+    assert with_grad == allowed
+    assert set(m.trainable_parameters()) == allowed
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1)
+    opt.step()
+    for k, v in vlm.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_batched_cocoop_equals_per_image_loop(vlm):
+    m = coop.CoCoOp(vlm, NAMES)
+    with torch.no_grad():  # make pi(x) non-trivial
+        for p in m.meta_net.parameters():
+            p.normal_(0, 0.5)
+    x = feats(vlm, n=5)
+    a, b = m(x), m.forward_loop(x)
+    assert a.shape == (5, len(NAMES))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    ga = torch.autograd.grad(torch.nn.functional.cross_entropy(m(x), y), m.prompt.ctx)[0]
+    gb = torch.autograd.grad(torch.nn.functional.cross_entropy(m.forward_loop(x), y), m.prompt.ctx)[0]
+    torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
+
+
+def test_class_specific_context_and_new_classes(vlm):
+    m = coop.CoOp(vlm, NAMES, n_ctx=3, ctx_init=None, class_specific=True)
+    assert m.prompt.ctx.shape == (3, 3, vlm.width)
+    assert m(feats(vlm)).shape == (4, 3)
+    with pytest.raises(ValueError, match="class_specific"):
+        m.set_classnames(["a", "b"])
+    u = coop.CoOp(vlm, NAMES, n_ctx=3, ctx_init=None)
+    acc = coop.accuracy_on(u, feats(vlm), torch.tensor([0, 1, 0, 1]), ["bird", "tree"])
+    assert 0.0 <= acc <= 1.0 and u.classnames == NAMES
+    with pytest.raises(ValueError, match="unknown prompt method"):
+        coop.build_prompt_model("maple", vlm, NAMES)
+
+
+def test_training_fits_a_separable_toy_task(vlm):
+    torch.manual_seed(0)
+    x = feats(vlm, n=12, seed=1)
+    y = torch.arange(12) % 3
+    m0 = coop.CoOp(vlm, NAMES, n_ctx=2, ctx_init=None)
+    acc0 = coop.accuracy_on(m0, x, y)
+    m, hist = coop.train_prompt("coop", vlm, NAMES, x, y, epochs=30, batch_size=12, lr=0.5, optimizer="adamw",
+                                weight_decay=0.0, warmup_epochs=0, n_ctx=2, ctx_init=None)
+    assert hist.loss[-1] < hist.loss[0]
+    assert coop.accuracy_on(m, x, y) >= acc0

@@ -1,0 +1,393 @@
+"""CoOp and CoCoOp: learned text context for a frozen vision-language model.
+
+* **CoOp** (Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022, Sec. 3.2, Eq. 2): the
+  hand-written context "a photo of a" is replaced by ``n_ctx`` learned vectors in the text encoder's
+  word-embedding space, ``t_i = [v_1 ... v_M, CLASS_i]``; both towers stay frozen; cross-entropy over
+  ``logit_scale * cos(image, text)``. *Unified* context (one set shared by all classes) or *class-specific*
+  context (CSC, one set per class; cannot be applied to unseen classes).
+* **CoCoOp** (Zhou et al., "Conditional Prompt Learning for Vision-Language Models", CVPR 2022, Sec. 3.2,
+  Eq. 4): a Meta-Net ``Linear(d -> d/16) - ReLU - Linear(d/16 -> ctx_dim)`` maps the (normalised) image
+  feature ``x`` to a token ``pi(x)`` that is **added to every context vector**, ``v_m(x) = v_m + pi(x)``, so
+  each image gets its own prompts and the text tower runs per image.
+
+The CoCoOp text pass here is **batched** over images x classes: ``(B, C, L, width)`` prompt embeddings go
+through the text tower as one ``(B * C, L, width)`` batch (:meth:`CoCoOp.forward`). The official code loops
+over images in Python; :meth:`CoCoOp.forward_loop` does the same and exists only to check equality and to
+time it. Both models take **precomputed image features** (the image tower is frozen and, without
+augmentation, runs once per image: :func:`vpkit.vlm.encode_images`).
+
+All modules work on any :class:`vpkit.vlm.VLM` (open_clip CLIP for ``paper``, the offline stand-in,
+``test_clip`` in tests).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..vlm import VLM, OpenClipVLM, TextTokens
+
+PLACEHOLDER = "X"  # the token the context positions hold before their embeddings are replaced (CoOp's code)
+
+
+@dataclass(frozen=True)
+class CoOpConfig:
+    """Defaults of both papers (CoCoOp Sec. 4: M = 4 initialised from "a photo of a")."""
+
+    n_ctx: int = 4
+    ctx_init: str | None = "a photo of a"  # None -> random N(0, init_std^2)
+    class_specific: bool = False  # CoOp's CSC option
+    init_std: float = 0.02
+
+
+def _trim_ok(vlm: VLM) -> bool:
+    """Trailing padding can be dropped for a bidirectional masked encoder (MiniLM), not for CLIP's fixed
+    causal mask (its ``attn_mask`` has the full context length)."""
+    return not isinstance(vlm, OpenClipVLM)
+
+
+class PromptLearner(nn.Module):
+    """The learned context ``ctx`` ((n_ctx, width), or (C, n_ctx, width) class-specific) and the frozen
+    embeddings around it: start token before, ``CLASS_i.`` + end token (+ padding) after (CoOp Eq. 2)."""
+
+    def __init__(self, vlm: VLM, classnames: list[str], *, n_ctx: int | None = 4,
+                 ctx_init: str | None = "a photo of a", class_specific: bool = False, init_std: float = 0.02,
+                 seed: int = 0, trim_padding: bool | None = None):
+        super().__init__()
+        emb = vlm.token_embedding
+        self.ctx_start = int(vlm.ctx_start)
+        self.trim_padding = _trim_ok(vlm) if trim_padding is None else bool(trim_padding)
+        if ctx_init:
+            init = vlm.tokenize(ctx_init)
+            n_init = int(init.eot[0]) - self.ctx_start
+            if n_ctx is not None and n_ctx != n_init:
+                raise ValueError(f"ctx_init={ctx_init!r} is {n_init} tokens but n_ctx={n_ctx}; pass n_ctx=None "
+                                 f"or n_ctx={n_init}, or ctx_init=None for random init")
+            n_ctx = n_init
+            with torch.no_grad():
+                vec = emb(init.ids[0, self.ctx_start:self.ctx_start + n_ctx]).float().clone()
+            if class_specific:
+                vec = vec.unsqueeze(0).repeat(len(classnames), 1, 1)
+        else:
+            if n_ctx is None or n_ctx < 1:
+                raise ValueError(f"n_ctx={n_ctx} must be >= 1 for random init (ctx_init=None)")
+            shape = (len(classnames), n_ctx, vlm.width) if class_specific else (n_ctx, vlm.width)
+            g = torch.Generator().manual_seed(int(seed))
+            vec = torch.randn(shape, generator=g) * init_std
+        self.n_ctx, self.class_specific, self.ctx_init = int(n_ctx), bool(class_specific), ctx_init
+        self.ctx = nn.Parameter(vec)
+        self._vlm = [vlm]  # not a submodule: the frozen VLM belongs to the caller / the method module
+        self.set_classnames(classnames)
+
+    def set_classnames(self, classnames: list[str]) -> None:
+        """(Re)build the frozen prefix/suffix embeddings and tokens for ``classnames`` (e.g. new classes)."""
+        if self.class_specific and self.ctx.shape[0] != len(classnames):
+            raise ValueError(f"class_specific context was learned for {self.ctx.shape[0]} classes; it cannot be "
+                             f"applied to {len(classnames)} other classes (use class_specific=False)")
+        vlm = self._vlm[0]
+        texts = [" ".join([PLACEHOLDER] * self.n_ctx) + " " + name + "." for name in classnames]
+        tok = vlm.tokenize(texts)
+        s, e = self.ctx_start, self.ctx_start + self.n_ctx
+        ph = vlm.tokenize(PLACEHOLDER).ids[0, s]
+        if not bool((tok.ids[:, s:e] == ph).all()):
+            raise ValueError(f"tokenizer of {vlm.name!r} does not map {PLACEHOLDER!r} to one token per context slot")
+        if self.trim_padding:
+            L = int(tok.eot.max()) + 1
+            tok = TextTokens(tok.ids[:, :L], tok.attention_mask[:, :L], tok.eot)
+        with torch.no_grad():
+            full = vlm.token_embedding(tok.ids).float()
+        self.classnames = list(classnames)
+        self.register_buffer("token_prefix", full[:, :s].clone(), persistent=False)
+        self.register_buffer("token_suffix", full[:, e:].clone(), persistent=False)
+        self.register_buffer("ids", tok.ids.clone(), persistent=False)
+        self.register_buffer("attention_mask", tok.attention_mask.clone(), persistent=False)
+        self.register_buffer("eot", tok.eot.clone(), persistent=False)
+
+    @property
+    def tokens(self) -> TextTokens:
+        return TextTokens(self.ids, self.attention_mask, self.eot)
+
+    def embeddings(self, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompt embeddings ``[SOT, v_1..v_M, CLASS_i, ., EOT, pad]``.
+
+        ``ctx`` (default ``self.ctx``): ``(M, w)`` or ``(C, M, w)`` -> ``(C, L, w)``; ``(B, M, w)`` image-
+        conditioned (CoCoOp) -> ``(B, C, L, w)``.
+        """
+        ctx = self.ctx if ctx is None else ctx
+        C = self.token_prefix.shape[0]
+        if ctx.dim() == 2 or (ctx.dim() == 3 and self.class_specific and ctx is self.ctx):
+            ctx = ctx.unsqueeze(0).expand(C, -1, -1) if ctx.dim() == 2 else ctx
+            return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+        B = ctx.shape[0]  # (B, M, w): one context per image, shared over classes
+        pre = self.token_prefix.unsqueeze(0).expand(B, -1, -1, -1)
+        suf = self.token_suffix.unsqueeze(0).expand(B, -1, -1, -1)
+        return torch.cat([pre, ctx.unsqueeze(1).expand(-1, C, -1, -1), suf], dim=2)
+
+
+class _PromptModel(nn.Module):
+    """Holds the frozen VLM (a submodule, so ``.to`` moves it) and the prompt learner."""
+
+    def __init__(self, vlm: VLM, classnames, **prompt_kw):
+        super().__init__()
+        for p in vlm.parameters():
+            p.requires_grad_(False)
+        self.vlm = vlm
+        self.prompt = PromptLearner(vlm, classnames, **prompt_kw)
+
+    def set_classnames(self, classnames: list[str]) -> "_PromptModel":
+        self.prompt.set_classnames(classnames)
+        return self
+
+    @property
+    def classnames(self) -> list[str]:
+        return self.prompt.classnames
+
+    def trainable_parameters(self) -> dict[str, int]:
+        return {n: p.numel() for n, p in self.named_parameters() if p.requires_grad}
+
+
+class CoOp(_PromptModel):
+    """CoOp (IJCV 2022, Eq. 2): ``model(image_features) -> logits (B, C)`` with learned context."""
+
+    def text_features(self) -> torch.Tensor:
+        return self.vlm.encode_text_embeddings(self.prompt.embeddings(), self.prompt.tokens)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(image_features.float(), dim=-1)
+        return self.vlm.logit_scale * x @ self.text_features().t()
+
+
+class MetaNet(nn.Sequential):
+    """CoCoOp's Meta-Net (Sec. 3.2): ``Linear(d, d/16) - ReLU - Linear(d/16, ctx_dim)``."""
+
+    def __init__(self, vis_dim: int, ctx_dim: int, reduction: int = 16):
+        hidden = max(1, vis_dim // reduction)
+        super().__init__(nn.Linear(vis_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, ctx_dim))
+
+
+class CoCoOp(_PromptModel):
+    """CoCoOp (CVPR 2022, Eq. 4): context ``v_m + pi(x)`` per image; text tower batched over images x classes."""
+
+    def __init__(self, vlm: VLM, classnames, *, reduction: int = 16, seed: int = 0, **prompt_kw):
+        super().__init__(vlm, classnames, seed=seed, **prompt_kw)
+        if self.prompt.class_specific:
+            raise ValueError("CoCoOp uses one unified context (class_specific=False)")
+        g_state = torch.random.get_rng_state()
+        torch.manual_seed(int(seed))
+        self.meta_net = MetaNet(vlm.embed_dim, vlm.width, reduction)
+        torch.random.set_rng_state(g_state)
+
+    def conditional_context(self, x: torch.Tensor) -> torch.Tensor:
+        """``v_m(x) = v_m + pi(x)`` for normalised image features ``x`` (B, D) -> (B, M, width)."""
+        return self.prompt.ctx.unsqueeze(0) + self.meta_net(x).unsqueeze(1)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        x = F.normalize(image_features.float(), dim=-1)
+        B, C = x.shape[0], len(self.prompt.classnames)
+        emb = self.prompt.embeddings(self.conditional_context(x))  # (B, C, L, w)
+        tok = self.prompt.tokens
+        rep = TextTokens(tok.ids.repeat(B, 1), tok.attention_mask.repeat(B, 1), tok.eot.repeat(B))
+        t = self.vlm.encode_text_embeddings(emb.flatten(0, 1), rep).view(B, C, -1)
+        return self.vlm.logit_scale * torch.einsum("bd,bcd->bc", x, t)
+
+    def forward_loop(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Reference: the official code's per-image Python loop (used only to check equality and to time)."""
+        x = F.normalize(image_features.float(), dim=-1)
+        ctx = self.conditional_context(x)
+        rows = []
+        for i in range(x.shape[0]):
+            t = self.vlm.encode_text_embeddings(self.prompt.embeddings(ctx[i]), self.prompt.tokens)
+            rows.append(self.vlm.logit_scale * t @ x[i])
+        return torch.stack(rows)
+
+
+def build_prompt_model(method: str, vlm: VLM, classnames: list[str], **kw) -> CoOp | CoCoOp:
+    """``coop`` | ``cocoop`` on a frozen VLM (keyword arguments as :class:`PromptLearner`)."""
+    table = {"coop": CoOp, "cocoop": CoCoOp}
+    if method not in table:
+        raise ValueError(f"unknown prompt method={method!r}; known: {sorted(table)}")
+    return table[method](vlm, classnames, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training and evaluation on precomputed image features
+# ----------------------------------------------------------------------------------------------------------
+
+class FeatureLoader:
+    """``(features, labels)`` batches of precomputed image features; seeded shuffling per epoch."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool = False,
+                 seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.features, self.labels = features, torch.as_tensor(labels)
+        self.batch_size, self.shuffle, self.seed, self._epoch = batch_size, shuffle, seed, 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + self._epoch))
+            self._epoch += 1
+        else:
+            order = torch.arange(n)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.features[idx], self.labels[idx]
+
+
+def train_prompt(method: str, vlm: VLM, classnames: list[str], features: torch.Tensor, labels: torch.Tensor, *,
+                 epochs: int, batch_size: int, lr: float, optimizer: str = "sgd", weight_decay: float = 5e-4,
+                 warmup_epochs: float = 1.0, seed: int = 0, progress: bool = False, **prompt_kw):
+    """Train CoOp / CoCoOp on precomputed features with :func:`vpkit.train.fit` -> ``(model, History)``."""
+    from ..train import fit
+
+    torch.manual_seed(seed)
+    model = build_prompt_model(method, vlm, classnames, seed=seed, **prompt_kw)
+    hist = fit(model, FeatureLoader(features, labels, batch_size=batch_size, shuffle=True, seed=seed),
+               epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+               progress=progress, desc=method)
+    return model, hist
+
+
+@torch.no_grad()
+def accuracy_on(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, classnames: list[str] | None = None,
+                *, batch_size: int = 64) -> float:
+    """Accuracy of a prompt model on features, optionally over other ``classnames`` (new classes/datasets)."""
+    old = None
+    if classnames is not None and list(classnames) != model.classnames:
+        old = model.classnames
+        model.set_classnames(classnames)
+    model.eval()
+    try:
+        if isinstance(model, CoOp):
+            t = model.text_features()
+            pred = (F.normalize(features.float(), dim=-1) @ t.t()).argmax(-1)
+        else:
+            pred = torch.cat([model(features[i:i + batch_size]).argmax(-1)
+                              for i in range(0, len(features), batch_size)])
+    finally:
+        if old is not None:
+            model.set_classnames(old)
+    return float((pred == torch.as_tensor(labels)).float().mean())
+
+
+@torch.no_grad()
+def zero_shot_accuracy(vlm: VLM, features: torch.Tensor, labels: torch.Tensor, classnames: list[str],
+                       template: str = "a photo of a {}.") -> float:
+    """CLIP zero-shot with the hand-written template (CoCoOp's baseline)."""
+    w = vlm.classifier_weights(classnames, (template,))
+    return float(((F.normalize(features.float(), dim=-1) @ w.t()).argmax(-1) == torch.as_tensor(labels))
+                 .float().mean())
+
+
+def time_cocoop_step(model: CoCoOp, features: torch.Tensor, labels: torch.Tensor, *, repeats: int = 3) -> dict:
+    """Seconds per training step (forward + backward) of CoCoOp batched vs the per-image loop, same batch."""
+    out = {}
+    for name, fn in (("batched", model.forward), ("loop", model.forward_loop)):
+        fn(features).sum().backward()  # warm-up
+        model.zero_grad(set_to_none=True)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            F.cross_entropy(fn(features), labels).backward()
+            ts.append(time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+        out[f"{name}_s_per_step"] = min(ts)
+    out["speedup"] = out["loop_s_per_step"] / out["batched_s_per_step"]
+    out["batch_size"], out["num_classes"] = int(len(labels)), len(model.classnames)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Base-to-new experiments on the offline datasets (CoCoOp Sec. 4.1) with frozen image features
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class FeatureSet:
+    """Frozen, normalised image features of one dataset: a K-shot training pool and a test set, plus shifted
+    copies of the test set (``shifted[name]``) as the domain-shift analogue."""
+
+    name: str
+    classnames: list[str]
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    test: torch.Tensor
+    test_labels: torch.Tensor
+    shifted: dict
+    invert: bool
+    seconds: float = 0.0
+
+    def split(self, which: str, classes: list[int], k: int | None = None, *, seed: int = 0):
+        """Features and relabelled labels (0..len(classes)-1) of ``classes``; ``k`` shots for ``train``."""
+        feats, labels = {"train": (self.train, self.train_labels), "test": (self.test, self.test_labels)}.get(
+            which) or (self.shifted[which], self.test_labels)
+        keep = torch.nonzero(torch.isin(labels, torch.tensor(classes))).flatten()
+        if k is not None:
+            g = torch.Generator().manual_seed(seed)
+            keep = torch.cat([keep[labels[keep] == c][torch.randperm(int((labels[keep] == c).sum()), generator=g)[:k]]
+                              for c in classes])
+        remap = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
+        remap[torch.tensor(classes)] = torch.arange(len(classes))
+        return feats[keep], remap[labels[keep]]
+
+
+def dataset_features(vlm: VLM, name: str, *, max_shots: int, n_test_per_class: int | None, seed: int = 0,
+                     shifts: tuple[str, ...] = (), batch_size: int = 64, amp: bool = True) -> FeatureSet:
+    """Encode ``max_shots`` training images per class and ``n_test_per_class`` test images per class of an
+    offline dataset once (no augmentation), in the polarity :func:`vpkit.vlm.dark_background` picks from the
+    training pool. ``shifts``: ``"inverted"`` (the other polarity) and/or ``"<corruption>:<severity>"`` from
+    :mod:`vpkit.shift` (applied at native resolution), encoded from the same test images."""
+    from ..data import few_shot_indices, offline_dataset
+    from ..shift import corrupt
+    from ..vlm import DATASET_CLASSNAMES, dark_background, encode_images
+
+    t0 = time.perf_counter()
+    pool, test = offline_dataset(name)
+    tr = pool.subset(few_shot_indices(pool.labels, max_shots, seed=seed, num_classes=pool.num_classes))
+    te = test if n_test_per_class is None else test.subset(
+        few_shot_indices(test.labels, n_test_per_class, seed=seed + 1, num_classes=test.num_classes))
+    inv = dark_background(pool.images[:2000])
+    enc = lambda imgs, invert=inv: encode_images(vlm, imgs, invert=invert, batch_size=batch_size, amp=amp)  # noqa: E731
+    shifted = {}
+    for s in shifts:
+        if s == "inverted":
+            shifted[s] = enc(te.images, not inv)
+        else:
+            cname, sev = s.split(":")
+            shifted[s] = enc(corrupt(te.images, cname, int(sev), seed=seed))
+    return FeatureSet(name, list(DATASET_CLASSNAMES.get(name, pool.classes)), enc(tr.images), tr.labels,
+                      enc(te.images), te.labels, shifted, inv, time.perf_counter() - t0)
+
+
+def base_to_new(vlm: VLM, fs: FeatureSet, method: str, *, k: int, seed: int = 0, train_kw: dict,
+                prompt_kw: dict | None = None) -> tuple[dict, nn.Module]:
+    """CoCoOp's base-to-new protocol on one dataset: train ``method`` on ``k`` shots of the base classes
+    (first ceil(n/2) labels), test on base and new classes separately; H = harmonic mean -> (row, model)."""
+    from ..data import base_new_classes
+    from ..metrics import harmonic_mean
+
+    base, new = base_new_classes(len(fs.classnames))
+    base_names, new_names = [fs.classnames[c] for c in base], [fs.classnames[c] for c in new]
+    x, y = fs.split("train", base, k, seed=seed)
+    if method == "zero_shot":
+        model, hist = None, None
+        acc_b = zero_shot_accuracy(vlm, *fs.split("test", base), base_names)
+        acc_n = zero_shot_accuracy(vlm, *fs.split("test", new), new_names)
+        n_train = 0
+    else:
+        model, hist = train_prompt(method, vlm, base_names, x, y, seed=seed, **train_kw, **(prompt_kw or {}))
+        acc_b = accuracy_on(model, *fs.split("test", base))
+        acc_n = accuracy_on(model, *fs.split("test", new), new_names)
+        n_train = sum(model.trainable_parameters().values())
+    row = {"dataset": fs.name, "method": method, "k": k, "seed": seed, "base": acc_b, "new": acc_n,
+           "H": harmonic_mean(acc_b, acc_n), "trainable_params": n_train,
+           "train_seconds": hist.seconds if hist else 0.0,
+           "steps": (len(hist.loss) * math.ceil(len(y) / train_kw["batch_size"])) if hist else 0}
+    return row, model
