@@ -105,7 +105,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                         render_size=56, n_train=800, n_val=200, n_test=300,
                         methods=["linear", "vpt_shallow", "vpt_deep", "full"],
                         extra_methods=["partial_1", "bias", "adapter"], seeds=[0, 1], extra_seeds=[0],
-                        base_lrs={"linear": [0.48, 0.16], "vpt_shallow": [0.48, 0.16], "vpt_deep": [0.48, 0.16],
+                        base_lrs={"linear": [0.48, 0.16], "vpt_shallow": [0.16, 0.048], "vpt_deep": [0.16, 0.048],
                                   "full": [1.6e-3, 4.8e-4], "partial_1": [4.8e-3], "bias": [0.048],
                                   "adapter": [0.048]},
                         weight_decays=[1e-4], tune_on={"fashion_mnist": "digits", "mnist5k": "digits",
