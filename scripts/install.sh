@@ -25,5 +25,12 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
          "or vpkit will try torchvision's download into data/"
   fi
 fi
+# Emoji font: only needed to regenerate the offline VLM alignment artifact (python -m vpkit.alignment).
+if [ ! -d /usr/share/fonts/truetype/noto ] || ! ls /usr/share/fonts/truetype/noto/NotoColorEmoji*.ttf >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji >/dev/null 2>&1 \
+      || echo "install.sh: fonts-noto-color-emoji not installed (only needed to retrain the VLM alignment)"
+  fi
+fi
 # Convert the offline backbones once into the cache (VPKIT_CACHE, default ~/.cache/vpkit).
 "$PY" -m vpkit assets
