@@ -109,6 +109,16 @@ BACKBONES = {
 }
 
 
+def cnn_stages(model: nn.Module) -> list[str]:
+    """Stage module names of a timm CNN: EfficientNet-style ``blocks.i`` groups or ResNet-style ``layer1..4``."""
+    if hasattr(model, "blocks"):
+        return [f"blocks.{i}" for i in range(len(model.blocks))]
+    layers = [n for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, n)]
+    if not layers:
+        raise TypeError(f"cannot find the stages of {type(model).__name__} (no .blocks or .layer1..4)")
+    return layers
+
+
 def build_backbone(name: str, *, pretrained: bool = True, img_size: int | None = None,
                    freeze: bool = True) -> Backbone:
     """Build a backbone by name; ``pretrained=False`` gives the same architecture randomly initialised.
@@ -133,7 +143,7 @@ def build_backbone(name: str, *, pretrained: bool = True, img_size: int | None =
         if name != "vit_s14_dinov2":
             img_size = model.patch_embed.img_size[0]
     else:
-        stages = [f"blocks.{i}" for i in range(len(model.blocks))]
+        stages = cnn_stages(model)
         patch = None
         embed_dim = model.num_features
     return Backbone(

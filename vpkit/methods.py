@@ -156,9 +156,11 @@ def build_adapter(backbone: Backbone, num_classes: int, reduction: int = 8) -> M
             blk.mlp = MLPAdapter(blk.mlp, backbone.model.embed_dim, max(1, backbone.model.embed_dim // reduction))
     else:
         shapes = stage_shapes(backbone, body)
-        for i, s in enumerate(backbone.stages):
+        for s in backbone.stages:
+            parent_name, _, child = s.rpartition(".")
+            parent = body.get_submodule(parent_name) if parent_name else body
             c = shapes[s][0]
-            body.blocks[i] = ConvAdapter(body.blocks[i], c, max(1, c // reduction))
+            setattr(parent, child, ConvAdapter(getattr(parent, child), c, max(1, c // reduction)))
     model = Classifier(body, backbone.embed_dim, num_classes)
     return finish("adapter", model, lambda n: n.startswith("head.") or ".down." in n or ".up." in n, body)
 
