@@ -130,6 +130,32 @@ PROFILES: dict[str, dict[str, dict]] = {
                       ablation_locations=["prepend", "add"], ablation_outputs=["cls", "image_mean", "prompt_mean"],
                       ablation_seeds=[0, 1, 2]),
     },
+    # 04: CoOp / CoCoOp (Zhou et al. 2022) on the offline VLM with frozen image features computed once.
+    # Offline: 3 datasets, K in {4, 16}, 1 seed, CoOp 20 epochs (paper 200), CoCoOp 4 epochs at batch 4 (paper 10
+    # at batch 1); num_threads=1 because one torch thread trains far faster than two on the shared machine.
+    "cocoop": {
+        "smoke": dict(vlm="offline", img_size=32, datasets=["digits"], shots=[2], n_test_per_class=2, seeds=[0],
+                      n_ctx=4, ctx_init="a photo of a", template="a photo of a {}.",
+                      coop=dict(epochs=1, batch_size=4, lr=0.2), cocoop=dict(epochs=1, batch_size=2, lr=0.05),
+                      optimizer="sgd", warmup_epochs=0, shift_dataset="digits", shifts=["inverted"],
+                      cross=[], ablation_dataset="digits", ablation_init=False,
+                      ablation_n_ctx=[], timing_batch=2, timing_repeats=1, num_threads=1),
+        "offline": dict(vlm="offline", img_size=128, datasets=["fashion_mnist", "mnist5k", "digits"], shots=[4, 16],
+                        n_test_per_class=15, seeds=[0], n_ctx=4, ctx_init="a photo of a",
+                        template="a photo of a {}.", coop=dict(epochs=20, batch_size=16, lr=0.2),
+                        cocoop=dict(epochs=4, batch_size=4, lr=0.05), optimizer="sgd", warmup_epochs=1,
+                        shift_dataset="fashion_mnist", shifts=["inverted", "gaussian_noise:3"],
+                        cross=[["mnist5k", "digits"]], ablation_dataset="fashion_mnist", ablation_init=True,
+                        ablation_n_ctx=[1, 8, 16], timing_batch=8, timing_repeats=3, num_threads=1),
+        "paper": dict(vlm="clip_vit_b16", img_size=None, datasets=["fashion_mnist", "mnist5k", "digits"],
+                      shots=[1, 2, 4, 8, 16], n_test_per_class=None, seeds=[1, 2, 3], n_ctx=4,
+                      ctx_init="a photo of a", template="a photo of a {}.",
+                      coop=dict(epochs=200, batch_size=32, lr=0.002), cocoop=dict(epochs=10, batch_size=1, lr=0.002),
+                      optimizer="sgd", warmup_epochs=1, shift_dataset="fashion_mnist",
+                      shifts=["inverted", "gaussian_noise:3"], cross=[["mnist5k", "digits"]],
+                      ablation_dataset="fashion_mnist", ablation_init=True, ablation_n_ctx=[1, 4, 8, 16],
+                      timing_batch=32, timing_repeats=3, num_threads=None),
+    },
     "backbones": {
         "smoke": dict(backbones=["vit_s14_dinov2", "efficientnet_lite0"], datasets=["digits"], n_train=60,
                       n_test=40, shots=[1], fewshot_seeds=1, img_sizes={"vit_s14_dinov2": 56,
