@@ -163,8 +163,26 @@ _INCLUDE = "<!-- include: "
 _END = "<!-- end include -->"
 
 
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v).replace("|", "/")
+
+
+def claims_markdown(metrics: dict) -> str:
+    """The claims of a ``metrics.json`` as a Markdown table: statement, paper, ours, holds."""
+    rows = ["| claim | paper | ours | holds here? |", "|---|---|---|---|"]
+    for c in metrics.get("claims", []):
+        rows.append(f"| {_fmt(c['statement'])} | {_fmt(c.get('paper'))} | {_fmt(c.get('ours'))} | "
+                    f"{'yes' if c['holds'] else '**no**'} |")
+    return "\n".join(rows)
+
+
 def sync_readme(readme: str | Path = REPO_ROOT / "README.md", *, check: bool = False) -> list[str]:
-    """Refresh every ``<!-- include: results/... -->`` block of README from the file it names.
+    """Refresh every ``<!-- include: results/... -->`` block of README from the file it names
+    (a ``metrics.json`` is rendered as its claims table).
 
     Returns the names of blocks that were out of date; with ``check=True`` nothing is written. This keeps the
     numbers quoted in README identical to what the notebooks wrote.
@@ -183,7 +201,12 @@ def sync_readme(readme: str | Path = REPO_ROOT / "README.md", *, check: bool = F
             if j == len(lines):
                 raise ValueError(f"README include of {rel} has no '{_END}' line")
             src = readme.parent / rel
-            new = src.read_text().strip().splitlines() if src.exists() else [f"_({rel} not generated yet)_"]
+            if not src.exists():
+                new = [f"_({rel} not generated yet)_"]
+            elif src.name == "metrics.json":
+                new = claims_markdown(json.loads(src.read_text())).splitlines()
+            else:
+                new = src.read_text().strip().splitlines()
             if new != lines[i + 1:j]:
                 stale.append(rel)
             out.extend(new)
