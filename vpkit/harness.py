@@ -18,11 +18,11 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = {
     "backbones": "00_backbones.ipynb",
     "vlm": "00_vlm.ipynb",
-    "pro_tuning": "03_pro_tuning.ipynb",
     "vpt": "01_vpt.ipynb",
+    "visual_prompting": "02_visual_prompting.ipynb",
+    "pro_tuning": "03_pro_tuning.ipynb",
     "cocoop": "04_cocoop.ipynb",
     "image_prompts_l2p": "05_image_prompts_l2p.ipynb",
-    "visual_prompting": "02_visual_prompting.ipynb",
 }
 
 
