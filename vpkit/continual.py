@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
-from .data import ImageSet, to_model_input
+from .data import ImageSet, batch_indices, to_model_input
 from .train import fit, resolve_device
 
 TRAIN_MASKS = ("task", "seen")
@@ -121,14 +121,9 @@ class BatchLoader:
         return math.ceil(len(self.ds) / self.batch_size)
 
     def __iter__(self):
-        n = len(self.ds)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + self._epoch))
-            self._epoch += 1
-        else:
-            order = torch.arange(n)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        epoch = self._epoch
+        self._epoch += int(self.shuffle)
+        for idx in batch_indices(len(self.ds), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch):
             x = to_model_input(self.ds.images[idx], size=self.size, mean=self.mean, std=self.std)
             yield Batch(x, None if self.query is None else self.query[idx],
                         None if self.teacher is None else self.teacher[idx]), self.ds.labels[idx]

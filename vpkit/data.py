@@ -246,6 +246,14 @@ def to_model_input(images: torch.Tensor, *, size: int, mean, std, invert: bool =
     return (x - m) / s
 
 
+def batch_indices(n: int, batch_size: int, *, shuffle: bool, seed: int, epoch: int, drop_last: bool = False):
+    """Index tensors of the batches of one epoch; shuffled by a torch generator seeded by (seed, epoch)."""
+    order = torch.randperm(n, generator=_gen(seed * 100003 + epoch)) if shuffle else torch.arange(n)
+    count = n // batch_size if drop_last else math.ceil(n / batch_size)
+    for i in range(count):
+        yield order[i * batch_size:(i + 1) * batch_size]
+
+
 class Loader:
     """Iterates ``(x, y)`` batches of an :class:`ImageSet`, resizing and normalising per batch.
 
@@ -265,14 +273,10 @@ class Loader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self):
-        n = len(self.ds)
-        if self.shuffle:
-            order = torch.randperm(n, generator=_gen(self.seed * 100003 + self._epoch))
-            self._epoch += 1
-        else:
-            order = torch.arange(n)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        epoch = self._epoch
+        self._epoch += int(self.shuffle)
+        for idx in batch_indices(len(self.ds), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch,
+                                 drop_last=self.drop_last):
             x = to_model_input(self.ds.images[idx], size=self.size, mean=self.mean, std=self.std,
                                invert=self.invert)
             if self.augment is not None:

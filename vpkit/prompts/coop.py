@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import batch_indices
 from ..vlm import VLM, OpenClipVLM, TextTokens
 
 PLACEHOLDER = "X"  # the token the context positions hold before their embeddings are replaced (CoOp's code)
@@ -231,14 +232,9 @@ class FeatureLoader:
         return math.ceil(len(self.labels) / self.batch_size)
 
     def __iter__(self):
-        n = len(self.labels)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + self._epoch))
-            self._epoch += 1
-        else:
-            order = torch.arange(n)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+        epoch = self._epoch
+        self._epoch += int(self.shuffle)
+        for idx in batch_indices(len(self.labels), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch):
             yield self.features[idx], self.labels[idx]
 
 
