@@ -64,3 +64,59 @@ def test_paper_dataset_fails_with_one_line_offline(tmp_path):
     with pytest.raises(AssetError, match="internet") as e:
         data.load_torchvision("cifar100", root=tmp_path)
     assert "\n" not in str(e.value)
+
+
+class _FakeTV:
+    """A stand-in torchvision dataset: 3 classes x 10 images, labels in ``_labels``, counts decoded images."""
+
+    decoded = 0
+
+    def __init__(self, root, download=True, **kw):
+        self.kw = kw
+        self._labels = [i % 3 for i in range(30)]
+        self.classes = ["AnnualCrop", "maple_tree", "balcony/exterior"]
+
+    def __len__(self):
+        return len(self._labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        type(self).decoded += 1
+        return Image.new("RGB", (12, 9), (i, i, i)), self._labels[i]
+
+
+@pytest.mark.parametrize("name", ["eurosat", "dtd"])
+def test_torchvision_splits_per_class_and_names(monkeypatch, name):
+    import torchvision
+
+    spec = data.TORCHVISION_DATASETS[name]
+    monkeypatch.setattr(torchvision.datasets, spec.cls, _FakeTV)
+    _FakeTV.decoded = 0
+    tr = data.load_torchvision(name, "train", size=8)
+    te = data.load_torchvision(name, "test", size=8)
+    assert tr.classes == ["annual crop", "maple tree", "balcony exterior"]
+    assert tr.images.shape[1:] == (3, 8, 8)
+    ids = lambda ds: set(ds.images[:, 0, 0, 0].tolist())  # noqa: E731  (pixel value = index in the set)
+    if spec.train is None:  # one set in torchvision: our fixed stratified split, disjoint, 30 % test
+        assert not ids(tr) & ids(te) and len(tr) + len(te) == 30
+        assert torch.bincount(te.labels).tolist() == [3, 3, 3]
+        assert data.load_torchvision(name, "test", size=8).images.equal(te.images)  # split never moves
+    else:  # official splits come from the constructor's keywords; DTD's train split is its train + val parts
+        assert len(tr) == 30 * len(spec.train) and len(te) == 30
+    _FakeTV.decoded = 0
+    k2 = data.load_torchvision(name, "train", size=8, per_class=2, seed=1)
+    assert torch.bincount(k2.labels).tolist() == [2, 2, 2] and _FakeTV.decoded == 6  # only the K shots decoded
+    assert ids(k2) <= ids(tr)
+    assert len(data.load_torchvision(name, "train", size=8, per_class=50)) == len(tr)  # K above the class size
+    assert not data.load_torchvision(name, "train", size=8, per_class=2, seed=2).images.equal(k2.images)
+    with pytest.raises(ValueError, match="per_class"):
+        data.load_torchvision(name, "train", per_class=0)
+
+
+def test_coop_datasets_are_known():
+    assert set(data.COOP_DATASETS) <= set(data.TORCHVISION_DATASETS)
+    for name in data.COOP_DATASETS:
+        import torchvision
+
+        assert hasattr(torchvision.datasets, data.TORCHVISION_DATASETS[name].cls)

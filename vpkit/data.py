@@ -295,43 +295,118 @@ def loader_for(ds: ImageSet, backbone, *, batch_size: int = 64, shuffle: bool = 
 # Paper profile: torchvision datasets (needs internet on first use)
 # ----------------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class TorchvisionSpec:
+    """How to get a train and a test split of one torchvision dataset.
+
+    ``train``/``test``: the constructor keyword arguments of the part(s) making up each split (several parts
+    are concatenated, e.g. Flowers102's train + val, which hold only 10 images per class each); ``None`` for
+    datasets torchvision ships as one set (EuroSAT, Caltech101, SUN397), which :func:`load_torchvision` splits
+    itself with a fixed seed (``test_fraction`` of every class to test, as CoOp's split files do for these).
+    """
+
+    cls: str
+    train: tuple[dict, ...] | None
+    test: tuple[dict, ...] | None
+    test_fraction: float = 0.3
+
+
 TORCHVISION_DATASETS = {
-    # name: (torchvision class, split kwarg style)
-    "cifar100": ("CIFAR100", "train"), "cifar10": ("CIFAR10", "train"), "fashion_mnist_tv": ("FashionMNIST", "train"),
-    "eurosat": ("EuroSAT", None), "dtd": ("DTD", "split"), "flowers102": ("Flowers102", "split"),
-    "oxford_pets": ("OxfordIIITPet", "split"), "food101": ("Food101", "split"), "caltech101": ("Caltech101", None),
-    "fgvc_aircraft": ("FGVCAircraft", "split"), "sun397": ("SUN397", None), "svhn": ("SVHN", "split"),
+    "cifar100": TorchvisionSpec("CIFAR100", ({"train": True},), ({"train": False},)),
+    "cifar10": TorchvisionSpec("CIFAR10", ({"train": True},), ({"train": False},)),
+    "fashion_mnist_tv": TorchvisionSpec("FashionMNIST", ({"train": True},), ({"train": False},)),
+    "svhn": TorchvisionSpec("SVHN", ({"split": "train"},), ({"split": "test"},)),
+    # the CoOp / CoCoOp datasets torchvision can download (CoCoOp Table 1 minus ImageNet, StanfordCars, UCF101)
+    "eurosat": TorchvisionSpec("EuroSAT", None, None),
+    "dtd": TorchvisionSpec("DTD", ({"split": "train"}, {"split": "val"}), ({"split": "test"},)),
+    "flowers102": TorchvisionSpec("Flowers102", ({"split": "train"}, {"split": "val"}), ({"split": "test"},)),
+    "oxford_pets": TorchvisionSpec("OxfordIIITPet", ({"split": "trainval"},), ({"split": "test"},)),
+    "food101": TorchvisionSpec("Food101", ({"split": "train"},), ({"split": "test"},)),
+    "caltech101": TorchvisionSpec("Caltech101", None, None),
+    "fgvc_aircraft": TorchvisionSpec("FGVCAircraft", ({"split": "trainval"},), ({"split": "test"},)),
+    "sun397": TorchvisionSpec("SUN397", None, None),
 }
+COOP_DATASETS = ("eurosat", "dtd", "flowers102", "oxford_pets", "food101", "caltech101", "fgvc_aircraft", "sun397")
+_SPLIT_SEED = 12345  # fixed: the train/test split of single-set datasets never depends on the experiment seed
+
+
+def _targets(ds) -> list[int]:
+    """Labels of a torchvision dataset without decoding its images (falls back to iterating)."""
+    for attr in ("targets", "_labels", "labels", "y"):
+        if hasattr(ds, attr):
+            return [int(t) for t in getattr(ds, attr)]
+    return [int(ds[i][1]) for i in range(len(ds))]
+
+
+def readable_classnames(names) -> list[str]:
+    """Class names as text prompts want them, lower case: ``"AnnualCrop" -> "annual crop"``,
+    ``"maple_tree" -> "maple tree"``, ``"balcony/exterior" -> "balcony exterior"`` (CLIP's and MiniLM's
+    tokenizers are uncased, so lower-casing loses nothing)."""
+    import re
+
+    return [" ".join(re.sub(r"(?<=[a-z])(?=[A-Z])", " ", str(n)).replace("_", " ").replace("/", " ").split()).lower()
+            for n in names]
+
+
+def torchvision_split_indices(labels, *, test_fraction: float, seed: int = _SPLIT_SEED) -> dict[str, torch.Tensor]:
+    """A fixed, class-stratified train/test split of a dataset torchvision ships as one set."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction={test_fraction} must be in (0, 1)")
+    labels = torch.as_tensor(labels)
+    g = _gen(seed)
+    train, test = [], []
+    for c in labels.unique().tolist():
+        m = torch.nonzero(labels == c).flatten()
+        m = m[torch.randperm(len(m), generator=g)]
+        n_test = max(1, round(test_fraction * len(m))) if len(m) > 1 else 0
+        test.append(m[:n_test])
+        train.append(m[n_test:])
+    return {"train": torch.cat(train).sort().values, "test": torch.cat(test).sort().values}
 
 
 def load_torchvision(name: str, split: str = "train", *, root: str | Path = DATA_ROOT, size: int | None = None,
-                     download: bool = True) -> ImageSet:
-    """A torchvision dataset as an in-memory :class:`ImageSet` (``paper`` profile).
+                     per_class: int | None = None, seed: int = 0, download: bool = True) -> ImageSet:
+    """A torchvision dataset split as an in-memory :class:`ImageSet` (``paper`` profile).
 
     Downloads into ``data/`` on first use; without network it fails with one line saying what to do.
-    ``size`` resizes every image to ``size x size`` (needed for datasets of mixed sizes).
+    ``size`` resizes every image to ``size x size`` (needed for datasets of mixed sizes). ``per_class`` keeps
+    that many images per class (drawn by ``seed``; the K-shot pool of CoOp) and decodes only those, so a
+    16-shot pool of Food101 or SUN397 never holds the whole dataset in memory.
     """
     if name not in TORCHVISION_DATASETS:
         raise ValueError(f"unknown torchvision dataset name={name!r}; known: {sorted(TORCHVISION_DATASETS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split={split!r}; allowed: 'train', 'test'")
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class={per_class} must be >= 1 (or None for every image)")
     import torchvision
 
-    cls_name, style = TORCHVISION_DATASETS[name]
-    cls = getattr(torchvision.datasets, cls_name)
-    kw = {"train": split == "train"} if style == "train" else {"split": split} if style == "split" else {}
+    spec = TORCHVISION_DATASETS[name]
+    cls = getattr(torchvision.datasets, spec.cls)
+    parts = getattr(spec, split)
     try:
-        ds = cls(str(root), download=download, **kw)
+        sets = [cls(str(root), download=download, **kw) for kw in (parts or ({},))]
     except Exception as e:
         raise assets.AssetError(
-            f"cannot load torchvision {cls_name} into {root} ({type(e).__name__}: {str(e)[:80]}); it needs "
+            f"cannot load torchvision {spec.cls} into {root} ({type(e).__name__}: {str(e)[:80]}); it needs "
             f"internet access on first use, or place the files there by hand - or use profile 'offline'") from None
-    images, labels = [], []
-    for img, y in ds:
-        img = img.convert("RGB")
+    where = [(d, i) for d in sets for i in range(len(d))]
+    labels = torch.tensor([t for d in sets for t in _targets(d)])
+    idx = torch.arange(len(labels))
+    if parts is None:
+        idx = torchvision_split_indices(labels, test_fraction=spec.test_fraction)[split]
+    if per_class is not None:
+        sub = labels[idx]
+        g = _gen(seed)
+        idx = torch.cat([idx[sub == c][torch.randperm(int((sub == c).sum()), generator=g)[:per_class]]
+                         for c in sub.unique().tolist()])
+    images = []
+    for i in idx.tolist():
+        d, j = where[i]
+        img = d[j][0].convert("RGB")
         if size is not None:
             img = img.resize((size, size))
         images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
-        labels.append(int(y))
-    classes = list(getattr(ds, "classes", [str(i) for i in range(max(labels) + 1)]))
-    return ImageSet(torch.stack(images), torch.tensor(labels), classes, name)
+    classes = getattr(sets[0], "classes", None) or getattr(sets[0], "categories", None) or [
+        str(i) for i in range(int(labels.max()) + 1)]
+    return ImageSet(torch.stack(images), labels[idx], readable_classnames(classes), name)

@@ -335,21 +335,30 @@ class FeatureSet:
 
 
 def dataset_features(vlm: VLM, name: str, *, max_shots: int, n_test_per_class: int | None, seed: int = 0,
-                     shifts: tuple[str, ...] = (), batch_size: int = 64, amp: bool = True) -> FeatureSet:
-    """Encode ``max_shots`` training images per class and ``n_test_per_class`` test images per class of an
-    offline dataset once (no augmentation), in the polarity :func:`vpkit.vlm.dark_background` picks from the
-    training pool. ``shifts``: ``"inverted"`` (the other polarity) and/or ``"<corruption>:<severity>"`` from
-    :mod:`vpkit.shift` (applied at native resolution), encoded from the same test images."""
-    from ..data import few_shot_indices, offline_dataset
+                     shifts: tuple[str, ...] = (), batch_size: int = 64, amp: bool = True,
+                     image_size: int | None = None) -> FeatureSet:
+    """Encode ``max_shots`` training images per class and ``n_test_per_class`` test images per class once (no
+    augmentation). Offline datasets are encoded in the polarity :func:`vpkit.vlm.dark_background` picks from
+    the training pool; the ``paper`` datasets (:data:`vpkit.data.COOP_DATASETS`, via torchvision, resized to
+    ``image_size``) as they are. ``shifts``: ``"inverted"`` (the other polarity) and/or
+    ``"<corruption>:<severity>"`` from :mod:`vpkit.shift` (applied at native resolution), encoded from the same
+    test images."""
+    from ..data import OFFLINE_DATASETS, few_shot_indices, load_torchvision, offline_dataset
     from ..shift import corrupt
     from ..vlm import DATASET_CLASSNAMES, dark_background, encode_images
 
     t0 = time.perf_counter()
-    pool, test = offline_dataset(name)
-    tr = pool.subset(few_shot_indices(pool.labels, max_shots, seed=seed, num_classes=pool.num_classes))
-    te = test if n_test_per_class is None else test.subset(
-        few_shot_indices(test.labels, n_test_per_class, seed=seed + 1, num_classes=test.num_classes))
-    inv = dark_background(pool.images[:2000])
+    if name in OFFLINE_DATASETS:
+        pool, test = offline_dataset(name)
+        tr = pool.subset(few_shot_indices(pool.labels, max_shots, seed=seed, num_classes=pool.num_classes))
+        te = test if n_test_per_class is None else test.subset(
+            few_shot_indices(test.labels, n_test_per_class, seed=seed + 1, num_classes=test.num_classes))
+        inv = dark_background(pool.images[:2000])
+    else:  # the CoOp datasets: decode only the K-shot pool and the test images that are used
+        size = image_size or vlm.preprocess.img_size
+        tr = load_torchvision(name, "train", size=size, per_class=max_shots, seed=seed)
+        te = load_torchvision(name, "test", size=size, per_class=n_test_per_class, seed=seed + 1)
+        inv = False
     enc = lambda imgs, invert=inv: encode_images(vlm, imgs, invert=invert, batch_size=batch_size, amp=amp)  # noqa: E731
     shifted = {}
     for s in shifts:
@@ -358,7 +367,7 @@ def dataset_features(vlm: VLM, name: str, *, max_shots: int, n_test_per_class: i
         else:
             cname, sev = s.split(":")
             shifted[s] = enc(corrupt(te.images, cname, int(sev), seed=seed))
-    return FeatureSet(name, list(DATASET_CLASSNAMES.get(name, pool.classes)), enc(tr.images), tr.labels,
+    return FeatureSet(name, list(DATASET_CLASSNAMES.get(name, tr.classes)), enc(tr.images), tr.labels,
                       enc(te.images), te.labels, shifted, inv, time.perf_counter() - t0)
 
 

@@ -528,3 +528,110 @@ def selection_summary(counts: torch.Tensor, *, top_k: int, prompt_class: list[in
         out["own_prompt_rate"] = float(torch.stack(own).mean()) if own else float("nan")
         out["other_class_rate"] = float(torch.stack(other).mean()) if other else float("nan")
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Analyses of notebook 05: selection shares, prompt images, LwF trade-off, the source's claims
+# ----------------------------------------------------------------------------------------------------------
+
+def selection_fractions(counts: torch.Tensor, top_k: int) -> torch.Tensor:
+    """(classes, prompts) share of each class's images that select each prompt (rows of a top-N selection
+    sum to N; 1.0 = every image of the class selects that prompt)."""
+    return counts.float() / counts.sum(1, keepdim=True).clamp_min(1) * top_k
+
+
+def to_image(x: torch.Tensor, mean, std):
+    """A normalised (3, H, W) model input (or learned image prompt) as an H x W x 3 array in [0, 1]."""
+    m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    return (x.detach().float().cpu() * s + m).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+@torch.no_grad()
+def prompt_image_rows(models: dict, init_x: torch.Tensor, *, mean, std, vae_inputs: torch.Tensor | None = None):
+    """Rows for :func:`vpkit.plots.image_grid`: the pool's initialisation images, the learned image prompts of
+    the patch-embedding route, the image-initialised (L x d) token prompts as matrices, and the VAE
+    generator's targets and outputs for ``vae_inputs``."""
+    rows = [("init images", [to_image(x, mean, std) for x in init_x])]
+    if "l2p_patch_embed" in models:
+        rows.append(("learned image prompts", [to_image(x, mean, std) for x in models["l2p_patch_embed"].pool.prompt]))
+    if "l2p_image_init" in models:
+        rows.append(("image-init tokens (L x d)", [p.detach().float().numpy() for p in models["l2p_image_init"].pool.prompt]))
+    if "vae_gen_pool" in models and vae_inputs is not None:
+        g = models["vae_gen_pool"].generator.eval()
+        rows.append(("VAE inputs", [to_image(x, mean, std) for x in g.target(vae_inputs)]))
+        rows.append(("VAE generated", [to_image(x, mean, std) for x in g.deterministic(vae_inputs)]))
+    return rows
+
+
+def lwf_sweep(results: dict, weights, *, base: str = "vae_gen_pool") -> list[tuple[str, float]]:
+    """(run name, generator-LwF weight) of the sweep present in ``results``; weight 0 is ``base`` itself."""
+    sweep = [(base, 0.0)] + [(f"{base}_lwf{w:g}", float(w)) for w in weights]
+    return [(n, w) for n, w in sweep if n in results]
+
+
+def lwf_tradeoff_rows(results: dict, sweep: list[tuple[str, float]]) -> list[dict]:
+    return [{"gen_lwf_weight": w, "forgetting": 100 * results[n].forgetting,
+             "new_task_acc": 100 * results[n].new_task_accuracy, "avg_acc": 100 * results[n].average_accuracy}
+            for n, w in sweep]
+
+
+def project_claims(results: dict, selection: dict, *, sweep: list[tuple[str, float]], length: int, selection_mode: str,
+                   top_k: int) -> list:
+    """The source's conclusions (and L2P's), each checked on our runs: ``holds`` is computed, never typed in.
+    ``results``: name -> ContinualResult; ``selection``: name -> :func:`selection_summary`."""
+    from ..report import Claim
+
+    have = set(results)
+    pct = lambda n, attr: 100 * getattr(results[n], attr)  # noqa: E731
+    acc = lambda n: pct(n, "average_accuracy")  # noqa: E731
+    out = []
+    if {"l2p", "l2p_image_init"} <= have:
+        a, b = acc("l2p_image_init"), acc("l2p")
+        out.append(Claim("image_init_ge_l2p", "image-initialised prompts (no patch embedding) >= random-initialised L2P "
+                         "(avg acc)", "84.3 vs 83.86", f"{a:.1f} vs {b:.1f}", bool(a >= b)))
+    if {"l2p", "l2p_patch_embed"} <= have:
+        a, b = acc("l2p_patch_embed"), acc("l2p")
+        out.append(Claim("patch_embed_lt_l2p", "image prompts through the patch embedding < L2P (avg acc)", "74 vs 83.86",
+                         f"{a:.1f} vs {b:.1f}", bool(a < b),
+                         f"prompt count kept at L={length} per prompt by pooling patch tokens"))
+    if len(sweep) > 1:
+        (n0, _), (nw, w) = sweep[0], sweep[-1]
+        f0, fw = pct(n0, "forgetting"), pct(nw, "forgetting")
+        a0, aw = pct(n0, "new_task_accuracy"), pct(nw, "new_task_accuracy")
+        out.append(Claim("gen_lwf_lowers_forgetting", f"LwF on the generator (weight {w:g}) lowers forgetting",
+                         "less forgetting", f"{fw:.1f} vs {f0:.1f}", bool(fw < f0)))
+        out.append(Claim("gen_lwf_lowers_new_task_acc", f"LwF on the generator (weight {w:g}) lowers new-task accuracy",
+                         "lower accuracy on new tasks", f"{aw:.1f} vs {a0:.1f}", bool(aw < a0)))
+    if {"lwf", "seq_ft"} <= have:
+        f1, f0 = pct("lwf", "forgetting"), pct("seq_ft", "forgetting")
+        out.append(Claim("lwf_lowers_forgetting_vs_ft", "LwF forgets less than sequential fine-tuning", "27.77 vs 86.87",
+                         f"{f1:.1f} vs {f0:.1f}", bool(f1 < f0)))
+    if {"l2p", "seq_ft"} <= have:
+        a, b = acc("l2p"), acc("seq_ft")
+        out.append(Claim("l2p_much_better_than_ft", "L2P >> sequential fine-tuning (avg acc, by >= 20 points)",
+                         "83.83 vs 33.61", f"{a:.1f} vs {b:.1f}", bool(a - b >= 20)))
+    if "l2p" in selection:
+        s = selection["l2p"]
+        out.append(Claim("l2p_selection_collapse", "L2P prompt selection collapses: fewer prompts used than the pool holds",
+                         "~4 of 10 used (l2p#18, batch-wise selection)", f"{s['prompts_used']} of {s['pool_size']} used",
+                         bool(s["prompts_used"] < s["pool_size"]),
+                         f"{selection_mode} selection; top-{top_k} share {s['top_k_share']:.2f}"))
+    if "l2p_image_init" in selection:
+        s = selection["l2p_image_init"]
+        out.append(Claim("no_class_prompt_relation",
+                         "classes do not preferentially select the prompt initialised from their image", "no relation found",
+                         f"own {s['own_prompt_rate']:.2f} vs other classes {s['other_class_rate']:.2f}",
+                         bool(s["own_prompt_rate"] < 1.5 * s["other_class_rate"] + 0.05),
+                         "relation = own-class rate > 1.5x other + 0.05"))
+    gens = [n for n in ("vae_gen", "cls_gen", "vae_gen_pool") if n in have]
+    if gens and "l2p" in have:
+        best = max(gens, key=acc)
+        out.append(Claim("generators_underperform", "every generator variant is below L2P (avg acc)",
+                         "generators underperformed", f"best {best} {acc(best):.1f} vs {acc('l2p'):.1f}",
+                         bool(acc(best) < acc("l2p"))))
+    solo = [n for n in ("vae_gen", "cls_gen") if n in have]
+    if solo and "vae_gen_pool" in have:
+        a, b = acc("vae_gen_pool"), max(acc(n) for n in solo)
+        out.append(Claim("gen_pool_best_generator", "generator + pool beats the generator-only variants",
+                         "best generator variant", f"{a:.1f} vs {b:.1f}", bool(a > b)))
+    return out
