@@ -1,0 +1,88 @@
+"""The notebook-level summaries that moved into vpkit: averages, claims and figures on hand-made results."""
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from vpkit import plots  # noqa: E402
+from vpkit.continual import ContinualResult  # noqa: E402
+from vpkit.prompts import coop, l2p  # noqa: E402
+
+
+def _b2n():
+    rows = [{"dataset": d, "method": "zero_shot", "k": 0, "seed": 0, "base": 0.2, "new": 0.4} for d in "ab"]
+    for s, off in ((1, 0.0), (2, 0.1)):
+        for d in "ab":
+            rows.append({"dataset": d, "method": "coop", "k": 4, "seed": s, "base": 0.8 + off, "new": 0.2})
+            rows.append({"dataset": d, "method": "cocoop", "k": 4, "seed": s, "base": 0.7, "new": 0.3 + off})
+            rows.append({"dataset": d, "method": "coop", "k": 2, "seed": s, "base": 0.1, "new": 0.1})
+    return pd.DataFrame(rows)
+
+
+def test_dataset_average_is_h_of_averages_with_seed_sd():
+    avg = coop.dataset_average(_b2n(), k=4)
+    assert list(avg.index) == ["zero_shot", "coop", "cocoop"]
+    assert avg.loc["coop", "base"] == pytest.approx(0.85) and avg.loc["coop", "new"] == pytest.approx(0.2)
+    assert avg.loc["coop", "H"] == pytest.approx(2 * 0.85 * 0.2 / 1.05)  # H of the averages, not mean of H
+    assert avg.loc["coop", "base_sd"] == pytest.approx(0.05) and avg.loc["coop", "new_sd"] == pytest.approx(0.0)
+    summary = coop.summary_with_paper(avg)
+    assert summary.set_index("method").loc["cocoop", "paper_H"] == 75.83
+
+
+def test_paper_claims_follow_the_numbers():
+    avg = coop.dataset_average(_b2n(), k=4)
+    timing = {"batched_s_per_step": 0.1, "loop_s_per_step": 0.3, "batch_size": 8}
+    empty = pd.DataFrame(columns=["source", "target", "method", "seed", "acc"])
+    abl = pd.DataFrame([{"method": m, "init": i, "n_ctx": n, "new": v, "H": v, "trainable_params": 1}
+                        for m, i, n, v in [("coop", "phrase", 4, 0.5), ("coop", "random", 4, 0.4),
+                                           ("cocoop", "phrase", 4, 0.6), ("cocoop", "random", 4, 0.3),
+                                           ("coop", "random", 1, 0.5), ("coop", "random", 16, 0.2)]])
+    shift = pd.DataFrame({"test_set": ["inverted"] * 3, "method": ["zero_shot", "coop", "cocoop"], "acc": [0.1, 0.2, 0.3]})
+    c = {x.id: x.holds for x in coop.paper_claims(avg, timing=timing, cross=empty, shift=shift, abl=abl, n_ctx=4,
+                                                   ablation_note="test")}
+    assert c["coop_geq_cocoop_base"] and c["cocoop_gt_coop_new"] and c["zero_shot_best_new"]  # 0.40 > 0.35
+    assert c["batched_faster_than_loop"] and c["init_helps_cocoop_more"] and c["domain_shift_order"]
+    assert c["longer_context_helps_new_coop"] is False  # 0.5 at n_ctx 1 -> 0.2 at 16
+    assert "cocoop_gt_coop_cross_dataset" not in c  # no transfer rows, no claim
+
+
+def _res(name, a):
+    return ContinualResult(name, np.asarray(a, dtype=float), 1.0, 10)
+
+
+def test_l2p_project_claims_and_sweep():
+    good, bad = [[0.9, 0], [0.8, 0.9]], [[0.9, 0], [0.0, 0.9]]
+    results = {"l2p": _res("l2p", good), "seq_ft": _res("seq_ft", bad), "l2p_image_init": _res("x", bad),
+               "vae_gen_pool": _res("v", good), "vae_gen_pool_lwf10": _res("w", [[0.5, 0], [0.5, 0.5]]),
+               "vae_gen": _res("g", bad)}
+    sweep = l2p.lwf_sweep(results, [1.0, 10.0])
+    assert sweep == [("vae_gen_pool", 0.0), ("vae_gen_pool_lwf10", 10.0)]
+    rows = l2p.lwf_tradeoff_rows(results, sweep)
+    assert rows[1]["forgetting"] == pytest.approx(0.0) and rows[0]["forgetting"] == pytest.approx(10.0)
+    sel = {"l2p": {"prompts_used": 4, "pool_size": 10, "top_k_share": 1.0}}
+    c = {x.id: x.holds for x in l2p.project_claims(results, sel, sweep=sweep, length=5, selection_mode="per_sample",
+                                                    top_k=5)}
+    assert c["l2p_much_better_than_ft"] and not c["image_init_ge_l2p"] and c["l2p_selection_collapse"]
+    assert c["gen_lwf_lowers_forgetting"] and c["gen_lwf_lowers_new_task_acc"]
+    assert c["gen_pool_best_generator"] and not c["generators_underperform"]  # vae_gen_pool ties L2P
+    assert "patch_embed_lt_l2p" not in c
+
+
+def test_figures_build():
+    import matplotlib.pyplot as plt
+
+    r = {"a": _res("a", [[0.9, 0], [0.8, 0.9]]), "b": _res("b", [[0.5, 0], [0.1, 0.7]])}
+    figs = [plots.accuracy_matrices(r),
+            plots.tradeoff(pd.DataFrame(l2p.lwf_tradeoff_rows({"vae_gen_pool": r["a"], "vae_gen_pool_lwf1": r["b"]},
+                                                               [("vae_gen_pool", 0.0), ("vae_gen_pool_lwf1", 1.0)])),
+                           x="gen_lwf_weight"),
+            plots.selection_heatmaps({"p": np.eye(3)}, row_labels=list("abc"), col_labels=list("xyz")),
+            plots.image_grid([("row", [np.zeros((4, 4, 3)), np.zeros((2, 5))])], cols=3),
+            plots.grouped_bars(_b2n(), metrics=["base", "new"], index="dataset", columns="method"),
+            plots.curves(pd.DataFrame({"k": [1, 2, 1, 2], "m": list("aabb"), "H": [.1, .2, .3, .4], "H_sd": [0.01] * 4}),
+                         x="k", metrics=["H"], group="m", hlines={"H": 0.2}, err="_sd")]
+    assert all(len(f.axes) >= 1 for f in figs)
+    for f in figs:
+        plt.close(f)
