@@ -107,3 +107,25 @@ def test_training_fits_a_separable_toy_task(vlm):
                                 weight_decay=0.0, warmup_epochs=0, n_ctx=2, ctx_init=None)
     assert hist.loss[-1] < hist.loss[0]
     assert coop.accuracy_on(m, x, y) >= acc0
+
+
+def test_paper_datasets_go_through_torchvision_with_k_shot_pools(vlm, monkeypatch):
+    """A CoOp dataset name loads its K-shot pool and test set through data.load_torchvision at the VLM's size."""
+    from vpkit import data
+    from vpkit.data import ImageSet
+
+    calls = []
+
+    def fake(name, split, *, size, per_class, seed):
+        calls.append((name, split, size, per_class))
+        n = 4 * (per_class or 3)
+        return ImageSet(torch.zeros(n, 3, size, size, dtype=torch.uint8), torch.arange(n) % 4,
+                        ["annual crop", "forest", "river", "sea lake"], name)
+
+    monkeypatch.setattr(data, "load_torchvision", fake)
+    fs = coop.dataset_features(vlm, "eurosat", max_shots=6, n_test_per_class=None, amp=False)
+    assert calls == [("eurosat", "train", vlm.preprocess.img_size, 6), ("eurosat", "test", vlm.preprocess.img_size, None)]
+    assert fs.classnames[0] == "annual crop" and not fs.invert
+    assert fs.train.shape == (24, vlm.embed_dim) and len(fs.test_labels) == 12
+    with pytest.raises(ValueError, match="unknown dataset name='imagenet'.*offline.*paper"):
+        coop.dataset_features(vlm, "imagenet", max_shots=1, n_test_per_class=1)
