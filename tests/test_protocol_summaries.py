@@ -86,3 +86,58 @@ def test_figures_build():
     assert all(len(f.axes) >= 1 for f in figs)
     for f in figs:
         plt.close(f)
+
+
+def test_holdout_is_disjoint_and_balanced():
+    import torch
+
+    from vpkit import shift
+    from vpkit.data import ImageSet
+
+    n = 60
+    imgs = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
+    ds = ImageSet(imgs, torch.arange(n) % 3, ["a", "b", "c"], "toy")
+    rest, val = shift.holdout(ds, per_class=4, seed=1)
+    ids = lambda d: set(d.images[:, 0, 0, 0].tolist())  # noqa: E731
+    assert not ids(rest) & ids(val) and len(rest) + len(val) == n
+    assert shift.class_counts(val) == [4, 4, 4]
+
+
+def test_select_lrs_takes_the_best_validation_accuracy(monkeypatch):
+    from vpkit import shift
+
+    class H:
+        loss = [1.0]
+
+    score = {("a", 0.1): 0.5, ("a", 0.3): 0.7, ("a", 1.0): 0.6}
+    calls = []
+
+    def fake(method, backbone, train_ds, test_sets, *, lr, **kw):
+        calls.append((method, lr))
+        return None, H(), {"val": score[(method, lr)]}
+
+    monkeypatch.setattr(shift, "fit_and_evaluate", fake)
+    lrs, rows = shift.select_lrs(["a", "b"], None, None, None, lrs={"a": [0.1, 0.3, 1.0], "b": [0.05]}, num_classes=2,
+                                 epochs=1, batch_size=2, seed=0, weight_decay=0.0, amp=False, progress=False)
+    assert lrs == {"a": 0.3, "b": 0.05} and len(rows) == 3 and ("b", 0.05) not in calls  # one candidate: no trial
+    with pytest.raises(ValueError, match="no learning rate"):
+        shift.select_lrs(["c"], None, None, None, lrs={}, num_classes=2, epochs=1, batch_size=2, seed=0,
+                         weight_decay=0.0, amp=False)
+
+
+def test_protuning_claims_use_the_smallest_margin():
+    from vpkit.prompts import protuning
+
+    acc = pd.DataFrame({"balanced": [0.6, 0.5, 0.7], "lt100": [0.40, 0.45, 0.30]}, index=["protuning", "linear", "full"])
+    mca = pd.DataFrame({"method": ["protuning", "full", "linear"], "mCA": [0.5, 0.4, 0.6], "clean_acc": [0.6, 0.7, 0.6],
+                        "relative_mCA": [0.5 / 0.6, 0.4 / 0.7, 1.0]})
+    params = pd.Series({"protuning": 10, "linear": 2, "full": 100})
+    claims, headline = protuning.paper_claims(acc, settings={"balanced": 1, "lt100": 100}, mca=mca, params=params,
+                                              param_counts=[{"arch": "resnet50", "num_classes": 10, "factor": 6.3}],
+                                              vit_results=pd.DataFrame(), backbone_name="toy")
+    c = {x.id: x for x in claims}
+    assert c["lt_beats_linear"].ours == pytest.approx(-0.05) and not c["lt_beats_linear"].holds
+    assert c["lt_beats_full"].holds and c["generic_beats_tuning"].holds
+    assert c["corruption_beats_full"].holds and not c["corruption_beats_tuning"].holds
+    assert c["fewer_params_than_full"].holds and c["param_factor_resnet50"].holds
+    assert headline["lt100/full/acc"] == 0.30 and headline["param_factor_full_over_protuning"] == 10

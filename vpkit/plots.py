@@ -136,3 +136,81 @@ def curves(df, *, x: str, metrics: list[str], group: str | None = None, hlines: 
     axes[0, 0].set_ylabel("accuracy")
     fig.tight_layout()
     return fig
+
+
+def class_profiles(counts):
+    """Training images per class (log scale) for each column of ``counts`` (classes x settings)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3))
+    for name in counts:
+        ax.plot(range(len(counts)), counts[name], marker="o", label=f"{name} (n={counts[name].sum()})")
+    ax.set(yscale="log", xlabel="class index (head to tail)", ylabel="training images", title="Training-set class profiles")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def corruption_bars(corr, *, title: str):
+    """Accuracy per corruption type (mean over severities), one bar per method."""
+    import seaborn as sns
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(12, 3.6))
+    order = list(dict.fromkeys(corr["corruption"]))
+    sns.barplot(data=corr, x="corruption", y="acc", hue="method", order=order, errorbar=None, ax=ax, palette="deep")
+    ax.set(xlabel="", ylabel="accuracy (mean over 5 severities)", title=title)
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(ncol=4, fontsize=7)
+    return fig
+
+
+def severity_lines(corr):
+    """Accuracy (mean over corruption types) against severity, one line per method."""
+    import seaborn as sns
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    sns.lineplot(data=corr, x="severity", y="acc", hue="method", errorbar=None, marker="o", ax=ax, palette="deep")
+    ax.set(ylabel="accuracy (mean over types)", title="Accuracy vs corruption severity")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def accuracy_vs_params(panels: list[tuple[str, dict]], params: dict, *, highlight: str | None = None, title: str = ""):
+    """One scatter panel per ``(title, {method: accuracy})`` with trainable parameters (log) on x."""
+    import seaborn as sns
+
+    plt = _plt()
+    methods = list(params.keys())
+    pal = dict(zip(methods, sns.color_palette("deep", len(methods))))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+    for ax, (name, acc) in zip(axes.flat, panels):
+        for m, a in dict(acc).items():
+            ax.scatter(params[m], a, color=pal[m], s=40, marker="*" if m == highlight else "o")
+            ax.annotate(m, (params[m], a), fontsize=7, xytext=(3, 2), textcoords="offset points")
+        ax.set(xscale="log", xlabel="trainable parameters", title=name)
+    axes[0, 0].set_ylabel("test accuracy")
+    fig.suptitle(title, y=1.03)
+    return fig
+
+
+def feature_prompt_maps(maps: list[dict], image, *, blend, max_stages: int = 5):
+    """Pro-Tuning's per-stage feature map, prompt and blended map (channel means) for one image;
+    ``maps`` from :func:`vpkit.prompts.protuning.prompt_maps`, ``blend(feature, prompt)`` the blend used."""
+    plt = _plt()
+    show = [d for d in maps if d["feature"].shape[-1] > 1][:max_stages] or maps[:max_stages]
+    fig, axes = plt.subplots(3, len(show) + 1, figsize=(2.1 * (len(show) + 1), 6.2), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[1, 0].imshow(image, cmap="gray")
+    axes[1, 0].set_title("input", fontsize=8)
+    for j, d in enumerate(show, 1):
+        f, p = d["feature"][0].mean(0), d["prompt"][0].mean(0)
+        lim = float(p.abs().max()) or 1.0
+        axes[0, j].imshow(f, cmap="viridis")
+        axes[0, j].set_title(f"{d['module']}: $x_i$", fontsize=8)
+        axes[1, j].imshow(p, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[1, j].set_title(f"$P_i(x_i)$, rel {d['relative_norm']:.2f}", fontsize=8)
+        axes[2, j].imshow(blend(d["feature"][0], d["prompt"][0]).mean(0), cmap="viridis")
+        axes[2, j].set_title("blended $\\tilde x_i$", fontsize=8)
+    fig.suptitle("Pro-Tuning: feature map, prompt, blended (channel means)")
+    return fig

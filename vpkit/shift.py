@@ -67,6 +67,20 @@ def balanced(ds: ImageSet, *, per_class: int, seed: int) -> ImageSet:
     return long_tailed(ds, imbalance_ratio=1, n_max=per_class, seed=seed)
 
 
+def holdout(pool: ImageSet, *, per_class: int, seed: int) -> tuple[ImageSet, ImageSet]:
+    """``(rest, held_out)``: ``per_class`` images of every class set aside (a validation set for choosing
+    learning rates) and the rest of ``pool``, disjoint."""
+    g = torch.Generator().manual_seed(int(seed))
+    idx = []
+    for c in range(pool.num_classes):
+        members = torch.nonzero(pool.labels == c).flatten()
+        idx.append(members[torch.randperm(len(members), generator=g)[:per_class]])
+    held = torch.cat(idx)
+    keep = torch.ones(len(pool), dtype=torch.bool)
+    keep[held] = False
+    return pool.subset(torch.nonzero(keep).flatten(), name=pool.name), pool.subset(held, name=f"{pool.name}-val")
+
+
 def class_counts(ds: ImageSet) -> list[int]:
     return torch.bincount(ds.labels, minlength=ds.num_classes).tolist()
 
@@ -376,3 +390,81 @@ def dataset_pair(name: str, *, size: int | None = 32) -> tuple[ImageSet, ImageSe
     if name in OFFLINE_DATASETS:
         return offline_dataset(name)
     return load_torchvision(name, "train", size=size), load_torchvision(name, "test", size=size)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The method x setting grid of notebook 03
+# ----------------------------------------------------------------------------------------------------------
+
+def select_lrs(methods, backbone, train_ds: ImageSet, val: ImageSet, *, lrs: dict, num_classes: int, epochs: int,
+               batch_size: int, seed: int, weight_decay: float, amp: bool, train_amp: bool | None = None,
+               method_kwargs: dict | None = None, progress: bool = True):
+    """Per method, the learning rate of ``lrs[method]`` (a list) with the best accuracy on ``val`` after training
+    on ``train_ds`` -> ({method: lr}, rows of every trial). A single candidate is taken without training."""
+    from tqdm.auto import tqdm
+
+    missing = [m for m in methods if not lrs.get(m)]
+    if missing:
+        raise ValueError(f"no learning rate for methods {missing}; lrs has {sorted(lrs)}")
+    chosen = {m: lrs[m][0] for m in methods if len(lrs[m]) == 1}
+    rows = []
+    jobs = [(m, lr) for m in methods if len(lrs[m]) > 1 for lr in lrs[m]]
+    for m, lr in tqdm(jobs, desc="lr selection", disable=not progress):
+        _, hist, accs = fit_and_evaluate(m, backbone, train_ds, {"val": val}, num_classes=num_classes, epochs=epochs,
+                                         lr=lr, batch_size=batch_size, seed=seed, weight_decay=weight_decay, amp=amp,
+                                         train_amp=train_amp, method_kwargs=(method_kwargs or {}).get(m))
+        rows.append({"method": m, "lr": lr, "val_acc": accs["val"], "final_train_loss": hist.loss[-1]})
+    for m in {r["method"] for r in rows}:
+        best = max((r for r in rows if r["method"] == m), key=lambda r: (r["val_acc"], -r["final_train_loss"]))
+        chosen[m] = best["lr"]
+    return {m: chosen[m] for m in methods}, rows
+
+
+def run_methods(methods, backbone, train_sets: dict[str, ImageSet], test: ImageSet, *, num_classes: int, lrs: dict,
+                epochs: int, batch_size: int, seed: int, weight_decay: float, amp: bool, train_amp: bool | None = None,
+                method_kwargs: dict | None = None, keep_setting: str | None = None, progress: bool = True):
+    """Train and test every method on every training set (:func:`fit_and_evaluate`) -> (rows, models of
+    ``keep_setting`` by method name). ``lrs[method]`` is the learning rate; ``method_kwargs[method]`` extra
+    builder arguments (e.g. Pro-Tuning's reduction and blend)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    missing = [m for m in methods if m not in lrs]
+    if missing:
+        raise ValueError(f"no learning rate for methods {missing}; lrs has {sorted(lrs)}")
+    rows, kept = [], {}
+    jobs = [(s, m) for s in train_sets for m in methods]
+    for setting, name in tqdm(jobs, desc="methods x settings", disable=not progress):
+        t0 = time.perf_counter()
+        train_ds = train_sets[setting]
+        m, hist, accs = fit_and_evaluate(name, backbone, train_ds, {"test": test}, num_classes=num_classes,
+                                         epochs=epochs, lr=lrs[name], batch_size=batch_size, seed=seed,
+                                         weight_decay=weight_decay, amp=amp, train_amp=train_amp,
+                                         method_kwargs=(method_kwargs or {}).get(name))
+        rows.append({"backbone": backbone.name, "setting": setting, "method": name, "acc": accs["test"],
+                     "trainable_params": m.report.trainable, "percent_of_backbone": m.report.percent_of_backbone,
+                     "train_images": len(train_ds), "final_train_loss": hist.loss[-1],
+                     "train_images_per_s": hist.throughput, "seconds": time.perf_counter() - t0})
+        if setting == keep_setting:
+            kept[name] = m
+    return rows, kept
+
+
+def corruption_tables(models: dict, test: ImageSet, suite: CorruptionSuite, backbone, *, amp: bool = True):
+    """Clean and per-(corruption, severity) accuracy of each model -> (long rows, mCA table, per-type table).
+    mCA = mean corruption accuracy over types and severities; relative mCA = mCA / clean accuracy."""
+    import pandas as pd
+
+    from .data import loader_for
+    from .train import evaluate
+
+    rows = []
+    for name, m in models.items():
+        clean = evaluate(m.model, loader_for(test, backbone, batch_size=128), amp=amp)["acc"]
+        rows += [{"method": name, "clean_acc": clean, **r} for r in corruption_accuracy(m.model, suite, backbone, amp=amp)]
+    corr = pd.DataFrame(rows)
+    mca = corr.groupby("method").agg(clean_acc=("clean_acc", "first"), mCA=("acc", "mean")).reindex(list(models))
+    mca["relative_mCA"] = mca["mCA"] / mca["clean_acc"]
+    per_type = corr.pivot_table(index="method", columns="corruption", values="acc").reindex(list(models))
+    return corr, mca.reset_index(), per_type.reset_index()
