@@ -141,3 +141,19 @@ def test_protuning_claims_use_the_smallest_margin():
     assert c["corruption_beats_full"].holds and not c["corruption_beats_tuning"].holds
     assert c["fewer_params_than_full"].holds and c["param_factor_resnet50"].holds
     assert headline["lt100/full/acc"] == 0.30 and headline["param_factor_full_over_protuning"] == 10
+
+
+def test_claim_notes_compare_margins_with_seed_noise():
+    avg = coop.dataset_average(_b2n(), k=4)
+    empty = pd.DataFrame(columns=["source", "target", "method", "seed", "acc"])
+    abl = pd.DataFrame(columns=["method", "init", "n_ctx", "new", "H", "trainable_params"])
+    claims = {x.id: x for x in coop.paper_claims(avg, timing={"batched_s_per_step": 1, "loop_s_per_step": 2, "batch_size": 1},
+                                                 cross=empty, shift=empty.rename(columns={"source": "test_set"}), abl=abl,
+                                                 n_ctx=4, ablation_note="")}
+    assert claims["coop_geq_cocoop_base"].note == "margin +0.150, seed sd up to 0.050"  # 0.85 vs 0.70
+    assert claims["cocoop_gt_coop_new"].note == "margin +0.150, seed sd up to 0.050"  # 0.35 vs 0.20
+    avg.loc["cocoop", "new_sd"] = 0.2
+    noisy = {x.id: x for x in coop.paper_claims(avg, timing={"batched_s_per_step": 1, "loop_s_per_step": 2, "batch_size": 1},
+                                                cross=empty, shift=empty.rename(columns={"source": "test_set"}), abl=abl,
+                                                n_ctx=4, ablation_note="")}
+    assert noisy["cocoop_gt_coop_new"].holds and noisy["cocoop_gt_coop_new"].note.endswith(": within seed noise")
