@@ -172,11 +172,12 @@ def _fmt(v) -> str:
 
 
 def claims_markdown(metrics: dict) -> str:
-    """The claims of a ``metrics.json`` as a Markdown table: statement, paper, ours, holds."""
-    rows = ["| claim | paper | ours | holds here? |", "|---|---|---|---|"]
+    """The claims of a ``metrics.json`` as a Markdown table: statement, paper, ours, holds, note (e.g. whether
+    the margin is within seed noise)."""
+    rows = ["| claim | paper | ours | holds here? | note |", "|---|---|---|---|---|"]
     for c in metrics.get("claims", []):
         rows.append(f"| {_fmt(c['statement'])} | {_fmt(c.get('paper'))} | {_fmt(c.get('ours'))} | "
-                    f"{'yes' if c['holds'] else '**no**'} |")
+                    f"{'yes' if c['holds'] else '**no**'} | {_fmt(c.get('note') or '')} |")
     return "\n".join(rows)
 
 
