@@ -76,18 +76,41 @@ def selection_heatmaps(fractions: dict, *, row_labels: list[str], col_labels: li
     return fig
 
 
-def image_grid(rows: list[tuple[str, list[np.ndarray]]], *, cols: int):
+def image_grid(rows: list[tuple[str, list[np.ndarray]]], *, cols: int, col_titles: list[str] | None = None,
+               cell: float = 1.0):
     """A grid of small images, one titled row per entry of ``rows`` (HxWx3 images in [0, 1], or 2-D arrays
-    drawn with a diverging colour map)."""
+    drawn with a diverging colour map); ``col_titles`` go above the first row instead of the row titles."""
     plt = _plt()
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.0 * cols, 1.1 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(cell * cols, 1.1 * cell * len(rows) + 0.3 * bool(col_titles)),
+                             squeeze=False)
     for i, (title, ims) in enumerate(rows):
         for j in range(cols):
             ax = axes[i, j]
             ax.axis("off")
             if j < len(ims):
                 ax.imshow(ims[j], cmap="coolwarm" if np.ndim(ims[j]) == 2 else None, aspect="auto")
-        axes[i, 0].set_title(title, fontsize=7, loc="left")
+        if title and not col_titles:
+            axes[i, 0].set_title(title, fontsize=7, loc="left")
+    for j, t in enumerate(col_titles or []):
+        axes[0, j].set_title(t, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def templates_and_widths(templates, widths, *, baseline: float, point: str, image_size: int):
+    """Left: accuracy per prompt template; right: accuracy against the padding width; the dashed line is the
+    unprompted (zero-shot TP) accuracy."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    axes[0].bar(templates.template, templates.acc, color=["#dd8452", "#4c72b0", "#8172b3"][:len(templates)])
+    axes[0].axhline(baseline, color="grey", ls="--", lw=1, label="TP zero-shot")
+    axes[0].set_ylabel("test accuracy")
+    axes[0].set_title(f"templates on {point}", fontsize=9)
+    axes[0].legend(fontsize=7)
+    axes[1].plot(widths.prompt_size, widths.acc, marker="o", color="#dd8452")
+    axes[1].axhline(baseline, color="grey", ls="--", lw=1)
+    axes[1].set_xlabel(f"padding width (px, of {image_size})")
+    axes[1].set_title("padding-width ablation", fontsize=9)
     fig.tight_layout()
     return fig
 

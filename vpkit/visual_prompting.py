@@ -134,5 +134,134 @@ def mapping_from_logits(kind: str, train_logits: torch.Tensor | None, labels: to
     raise ValueError(f"mapping={kind!r}; allowed: ('first_n', 'frequency')")
 
 
+def run_datasets(vlm, vision, datasets, *, seed: int, n_train: int, n_test: int | None, prompt_size: int,
+                 both_polarities: bool, mappings, train_kw: dict, amp: bool = True, progress: bool = True):
+    """The main study (Bahng et al. Table 1 analogue): for each dataset (and its inverted copy), TP zero-shot vs
+    VP+TP (padding prompt through the VLM) with the linear probes and the gap; on the chosen polarity, VP on the
+    vision-only model with each label ``mapping``. -> (VLM rows, vision-only rows, prompters, one test image per
+    point); prompters are keyed ``("padding", point)``."""
+    from tqdm.auto import tqdm
+
+    rows, vision_rows, prompters, samples = [], [], {}, {}
+    for name in tqdm(list(datasets), desc="datasets", disable=not progress):
+        train, test = task_data(name, seed=seed, n_train=n_train, n_test=n_test)
+        chosen = chosen_polarity(name)
+        tf = text_classifier(vlm, name, test.classes)
+        for invert in ([chosen, not chosen] if both_polarities else [chosen]):
+            tag = f"{name}{'_inv' if invert else ''}"
+            probes = linear_probes(vlm, train, test, invert=invert, amp=amp, vision=vision)
+            m = pixel.build_vp_tp(vlm, tf, template="padding", prompt_size=prompt_size, seed=seed)
+            r = train_and_evaluate(m, train, test, vlm, invert=invert, **train_kw)
+            prompters[("padding", tag)] = m.model.prompter
+            samples[tag] = test.subset([0])
+            rows.append({"dataset": name, "point": tag, "invert": invert, "chosen": invert == chosen,
+                         "gap": probes["gap"], "tp_zero_shot": r["before"], "vp_tp": r["acc"],
+                         "gain": r["acc"] - r["before"], "probe_features": probes["probe_features"],
+                         "probe_embedding": probes["probe_embedding"], "chance": 1 / len(test.classes),
+                         "trainable": r["trainable"], "seconds": r["seconds"],
+                         "train_images_per_s": r["train_images_per_s"], "n_train": len(train), "n_test": len(test)})
+            if invert != chosen:
+                continue
+            for kind in mappings:
+                mapping = mapping_from_logits(kind, probes["train_imagenet_logits"], train.labels, len(test.classes))
+                mv = pixel.build_vp_classifier(vision, mapping, template="padding", prompt_size=prompt_size, seed=seed)
+                rv = train_and_evaluate(mv, train, test, vision, invert=invert, **train_kw)
+                vision_rows.append({"dataset": name, "mapping": kind,
+                                    "imagenet_classes": ", ".join(str(int(i)) for i in mapping),
+                                    "unprompted": rv["before"], "vp": rv["acc"], "gain": rv["acc"] - rv["before"],
+                                    "trainable": rv["trainable"], "seconds": rv["seconds"]})
+    return rows, vision_rows, prompters, samples
+
+
+def template_ablations(vlm, base: dict, *, dataset: str, seed: int, n_train: int, n_test: int | None,
+                       prompt_size: int, patch_size: int, widths, train_kw: dict):
+    """Padding vs fixed vs random patch (Sec. 5.1) and padding widths on one dataset in its chosen polarity;
+    ``base`` is that dataset's row of :func:`run_datasets` (the padding run is reused, not retrained).
+    -> (template rows, width rows, the new prompters keyed ``(template, point)``)."""
+    train, test = task_data(dataset, seed=seed, n_train=n_train, n_test=n_test)
+    inv = chosen_polarity(dataset)
+    tf = text_classifier(vlm, dataset, test.classes)
+    tag = f"{dataset}{'_inv' if inv else ''}"
+    templates = [{"template": "padding", "point": tag, "prompt_size": prompt_size, "acc": base["vp_tp"],
+                  "trainable": base["trainable"], "tp_zero_shot": base["tp_zero_shot"]}]
+    prompters = {}
+    for t in ("fixed_patch", "random_patch"):
+        m = pixel.build_vp_tp(vlm, tf, template=t, prompt_size=patch_size, seed=seed)
+        r = train_and_evaluate(m, train, test, vlm, invert=inv, **train_kw)
+        prompters[(t, tag)] = m.model.prompter
+        templates.append({"template": t, "point": tag, "prompt_size": patch_size, "acc": r["acc"],
+                          "trainable": r["trainable"], "tp_zero_shot": base["tp_zero_shot"]})
+    width_rows = []
+    for w in sorted(set(widths) | {prompt_size}):
+        if w == prompt_size:
+            acc, n = base["vp_tp"], base["trainable"]
+        else:
+            r = train_and_evaluate(pixel.build_vp_tp(vlm, tf, template="padding", prompt_size=w, seed=seed), train, test,
+                                   vlm, invert=inv, **train_kw)
+            acc, n = r["acc"], r["trainable"]
+        width_rows.append({"prompt_size": w, "acc": acc, "trainable": n})
+    return templates, width_rows, prompters
+
+
+@torch.no_grad()
+def prompt_image_rows(prompters: dict, samples: dict, vlm):
+    """Rows for :func:`vpkit.plots.image_grid`: each learned prompt on mid-grey, then added to a test image of its
+    point; plus the column titles ``"template\npoint"``."""
+    pp = vlm.preprocess
+    alone, on_image, titles = [], [], []
+    for t, tag in prompters:
+        p = prompters[(t, tag)]
+        x = next(iter(loader(samples[tag], vlm, batch_size=1, invert=tag.endswith("_inv"))))[0][0]
+        alone.append(pixel.render_prompt(p, mean=pp.mean, std=pp.std))
+        on_image.append(pixel.render_prompt(p, mean=pp.mean, std=pp.std, base=x))
+        titles.append(f"{t}\n{tag}")
+    return [("", alone), ("", on_image)], titles
+
+
+def paper_claims(main, vision, templates, corr: dict) -> list:
+    """Bahng et al.'s findings on our runs (``holds`` computed, never typed in); DataFrames from the functions above."""
+    from .report import Claim
+
+    ch = main[main.chosen]
+    tmpl = templates.set_index("template").acc
+    tag = templates.point.iloc[0]
+    vis_gain = vision.groupby("dataset").gain.max() if len(vision) else None
+    vlm_gain = ch.set_index("dataset").gain
+    se = (0.25 / int(ch.n_test.iloc[0])) ** 0.5  # upper bound on the binomial standard error of one test accuracy
+    freq = vision[vision.mapping == "frequency"] if len(vision) else vision
+    out = [
+        Claim("padding_gt_fixed_gt_random", "Padding beats the fixed patch, which beats the random patch",
+              "padding best (Sec. 5.1); issue: padding > fixed > random patch",
+              f"{tag}: padding {tmpl['padding']:.3f}, fixed {tmpl['fixed_patch']:.3f}, random {tmpl['random_patch']:.3f}",
+              bool(tmpl["padding"] > tmpl["fixed_patch"] > tmpl["random_patch"]),
+              f"one dataset, one seed; one test accuracy has a standard error of up to {se:.3f}"),
+        Claim("vp_tp_beats_tp", "VP+TP beats zero-shot TP on every dataset and polarity", "VP+TP > TP on all datasets (Table 1)",
+              "; ".join(f"{r.point}: {r.tp_zero_shot:.3f} -> {r.vp_tp:.3f}" for r in main.itertuples()),
+              bool(((main.vp_tp - main.tp_zero_shot) > 0).all())),
+        Claim("gain_rises_with_gap", "The gain of VP+TP over TP rises with the distribution gap",
+              "positive correlation of gain with FID/LPIPS to ImageNet (Sec. 5.2)",
+              f"Pearson r = {corr['pearson_r']:.2f}, Spearman rho = {corr['spearman_rho']:.2f} over n = {corr['n']} points",
+              bool(corr["pearson_r"] > 0),
+              "gap = 1 - mean max-softmax of frozen ImageNet Lite0, not FID/LPIPS; too few points for a significance test"),
+    ]
+    if vis_gain is not None:
+        note = (f"vision-only gain = VP minus unprompted mapped accuracy, best mapping per dataset; margin "
+                f"{vlm_gain.mean() - vis_gain.mean():+.3f} vs a standard error of up to {se:.3f} per accuracy")
+        if len(freq):
+            note += (f"; frequency mapping alone: mean gain {freq.gain.mean():+.3f}, mean accuracy {freq.vp.mean():.3f} "
+                     f"vs VP+TP {ch.vp_tp.mean():.3f}")
+        out.append(Claim("vp_helps_vlm_more", "VP helps the VLM more than the vision-only model (mean gain, best mapping)",
+                         "VP on vision-only models helps much less than on CLIP (Sec. 5)",
+                         f"mean gain VLM {vlm_gain.mean():.3f} vs vision-only {vis_gain.mean():.3f}",
+                         bool(vlm_gain.mean() > vis_gain.mean()), note))
+    out.append(Claim("vp_tp_below_linear_probe_on_average", "VP+TP loses to a linear probe on average",
+                     "competitive on some datasets (e.g. SVHN, EuroSAT), lower on average",
+                     "; ".join(f"{r.dataset}: VP+TP {r.vp_tp:.3f} vs probe {r.probe_features:.3f}" for r in ch.itertuples()),
+                     bool((ch.vp_tp - ch.probe_features).mean() < 0),
+                     f"probe on frozen Lite0 features with the same {int(ch.n_train.iloc[0])} training images"))
+    return out
+
+
 __all__ = ["task_data", "chosen_polarity", "loader", "text_classifier", "train_and_evaluate", "frozen_outputs",
-           "gap_measure", "imagenet_logits", "linear_probes", "correlation", "mapping_from_logits", "predict"]
+           "gap_measure", "imagenet_logits", "linear_probes", "correlation", "mapping_from_logits", "predict",
+           "run_datasets", "template_ablations", "prompt_image_rows", "paper_claims"]
