@@ -237,3 +237,68 @@ def feature_prompt_maps(maps: list[dict], image, *, blend, max_stages: int = 5):
         axes[2, j].set_title("blended $\\tilde x_i$", fontsize=8)
     fig.suptitle("Pro-Tuning: feature map, prompt, blended (channel means)")
     return fig
+
+
+def example_grid(suite: dict, *, per_row: int = 6, split: str = "train1000"):
+    """The first ``per_row`` images of each task's ``split`` with their class names, one row per task."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(suite), per_row, figsize=(1.25 * per_row, 1.35 * len(suite)), squeeze=False)
+    for r, (task, s) in enumerate(suite.items()):
+        ds = s[split]
+        for j in range(per_row):
+            img = ds.images[j].permute(1, 2, 0)
+            axes[r, j].imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
+            axes[r, j].set_title(str(ds.classes[ds.labels[j]])[:12], fontsize=7)
+            axes[r, j].axis("off")
+        axes[r, 0].text(-0.15, 0.5, task, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
+    return fig
+
+
+def accuracy_and_cost(runs, per_method, mean_acc: dict, *, order: list[str], title: str):
+    """Left: test accuracy per task and method (bars, seed sd); right: mean accuracy (%) against the trainable
+    share of the backbone (log)."""
+    import seaborn as sns
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 1.2]})
+    sns.barplot(data=runs, x="task", y="acc_test", hue="method", hue_order=order, ax=axes[0], errorbar="sd",
+                palette="deep")
+    axes[0].set_ylabel("test accuracy")
+    axes[0].set_xlabel("")
+    axes[0].legend(fontsize=7, ncol=4, loc="lower left")
+    axes[0].tick_params(axis="x", rotation=15)
+    pm = per_method.reset_index()
+    ys = [100 * mean_acc[m] for m in pm["method"]]
+    axes[1].scatter(pm["percent_of_backbone"], ys, c=sns.color_palette("deep", len(pm)))
+    for (_, r), y in zip(pm.iterrows(), ys):
+        axes[1].annotate(r["method"], (r["percent_of_backbone"], y), fontsize=7)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("trainable % of backbone")
+    axes[1].set_ylabel("mean accuracy (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_bars(ab, studies, *, references: dict, title: str):
+    """One bar panel per study (``ab``: study, variant, acc) with dashed/dotted reference lines
+    (``references``: method -> accuracy from the main table)."""
+    import seaborn as sns
+
+    plt = _plt()
+    styles = {"vpt_deep": ("-", "C0"), "vpt_shallow": ("--", "k"), "linear": (":", "k")}
+    fig, axes = plt.subplots(1, len(studies), figsize=(3.0 * len(studies), 2.8), squeeze=False)
+    for ax, study in zip(axes[0], studies):
+        d = ab[ab.study == study]
+        if not len(d):
+            ax.axis("off")
+            continue
+        ax.bar(d["variant"], d["acc"], color=sns.color_palette("deep")[0], alpha=0.8)
+        for m, v in references.items():
+            ls, c = styles.get(m, ("-.", "grey"))
+            ax.axhline(v, ls=ls, c=c, lw=0.9, label=f"{m} (main table)")
+        ax.set_title(study, fontsize=9)
+        ax.set_ylabel("test accuracy" if study == list(studies)[0] else "")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(title, y=1.03)
+    return fig

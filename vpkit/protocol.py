@@ -208,3 +208,38 @@ def group_means(summary, groups: dict[str, str], *, value: str = "acc_mean"):
     out = df.groupby(["method", "group"], sort=False)[value].mean().unstack("group")
     out["all"] = df.groupby("method", sort=False)[value].mean()
     return out.reset_index()
+
+
+def method_table(summary, groups: dict[str, str]):
+    """The VPT paper's main table from :func:`summarize`'s output: per method, ``mean ± std`` per task (in %),
+    the group means, trainable parameters and throughput -> (table, group means indexed by method, per-method
+    parameter/throughput frame)."""
+    main = summary.pivot_table(index="method", columns="task", values="acc_mean", sort=False)
+    std = summary.pivot_table(index="method", columns="task", values="acc_std", sort=False)
+    cells = (100 * main).round(1).astype(str) + " ± " + (100 * std).round(1).astype(str)
+    grp = group_means(summary, groups).set_index("method")
+    per_method = summary.groupby("method", sort=False).agg(
+        trainable=("trainable", "first"), percent_of_backbone=("percent_of_backbone", "first"),
+        images_per_s=("images_per_s", "mean"))
+    table = cells.join((100 * grp).round(2).add_prefix("mean_")).join(per_method).reset_index()
+    return table, grp, per_method
+
+
+def vpt_ablation_studies(*, num_tokens, depths, locations, outputs, max_depth: int) -> dict[str, dict[str, dict]]:
+    """VPT Sec. 4.3's studies as variants of VPT-deep: prompt length, depth, location and output head."""
+    return {"num_tokens": {str(n): {"num_tokens": n} for n in num_tokens},
+            "prompt_depth": {str(d): {"prompt_depth": d} for d in depths if d <= max_depth},
+            "location": {loc: {"location": loc} for loc in locations},
+            "output": {o: {"output": o} for o in outputs}}
+
+
+def run_ablations(backbone: Backbone, splits: dict[str, ImageSet], studies: dict, *, base_lr: float,
+                  weight_decay: float, seeds, train: TrainConfig, base_kwargs: dict, task: str) -> list[dict]:
+    """Every study of :func:`vpt_ablation_studies` on one task with VPT-deep's tuned lr/wd; variants equal to the
+    defaults are trained once and shared between studies."""
+    rows, cache = [], {}
+    for study, variants in studies.items():
+        rows += run_variants(backbone, splits, method="vpt_deep", variants=variants, base_lr=base_lr,
+                             weight_decay=weight_decay, seeds=seeds, train=train, base_kwargs=base_kwargs, cache=cache,
+                             task=task, study=study)
+    return rows
