@@ -532,21 +532,21 @@ def ablation_rows(vlm: VLM, fs: FeatureSet, b2n, models: dict, *, k: int, seeds,
     jobs = []
     for s in seeds:
         if init:
-            jobs += [(m, s, n_ctx, None, m) for m in ("coop", "cocoop")]
-        jobs += [(m, s, n, None, m) for n in n_ctx_list for m in ("coop", "cocoop")]
+            jobs += [(m, s, n_ctx, m) for m in ("coop", "cocoop")]
+        jobs += [(m, s, n, m) for n in n_ctx_list for m in ("coop", "cocoop")]
         if bigger and (fs.name, "cocoop", k, s) in models:
             n_fit = vlm.context_length - 1 - int(vlm.tokenize([f"{c}." for c in fs.classnames]).eot.max())
             n_big = min(n_fit, round(sum(models[(fs.name, "cocoop", k, s)].trainable_parameters().values()) / vlm.width))
-            jobs.append(("coop", s, n_big, None, "coop_bigger"))
+            jobs.append(("coop", s, n_big, "coop_bigger"))
     rows = []
     for method in ("coop", "cocoop"):  # the phrase-initialised runs of the grid
         for s in seeds:
             hit = b2n[(b2n.dataset == fs.name) & (b2n.method == method) & (b2n.k == k) & (b2n.seed == s)]
             if len(hit):
                 rows.append({**hit.iloc[0].to_dict(), "init": "phrase" if ctx_init else "random", "n_ctx": n_ctx})
-    for method, s, n, init_, label in tqdm(jobs, desc="ablations", disable=not progress):
+    for method, s, n, label in tqdm(jobs, desc="ablations", disable=not progress):  # all random-initialised
         r, _ = base_to_new(vlm, fs, method, k=k, seed=s, train_kw=train_kw[method],
-                           prompt_kw=dict(n_ctx=n, ctx_init=init_))
+                           prompt_kw=dict(n_ctx=n, ctx_init=None))
         rows.append({**r, "method": label, "init": "random", "n_ctx": n})
     return rows
 
