@@ -185,8 +185,10 @@ def vtab_splits(pool: ImageSet, test: ImageSet, *, seed: int, n_train: int = 800
             "train1000": pool.subset(torch.cat([tr, va])), "test": test}
 
 
-def few_shot_indices(labels: torch.Tensor, k: int, *, seed: int, num_classes: int | None = None) -> torch.Tensor:
-    """Indices of K examples per class, drawn deterministically by seed."""
+def few_shot_indices(labels: torch.Tensor, k: int, *, seed: int, num_classes: int | None = None,
+                     at_most: bool = False) -> torch.Tensor:
+    """Indices of K examples per class, drawn deterministically by seed (``at_most``: fewer for classes that
+    have fewer, instead of an error)."""
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")
     labels = torch.as_tensor(labels)
@@ -194,7 +196,7 @@ def few_shot_indices(labels: torch.Tensor, k: int, *, seed: int, num_classes: in
     idx = []
     for c in range(int(num_classes if num_classes is not None else labels.max().item() + 1)):
         members = torch.nonzero(labels == c).flatten()
-        if len(members) < k:
+        if len(members) < k and not at_most:
             raise ValueError(f"class {c} has only {len(members)} images, k={k}")
         idx.append(members[torch.randperm(len(members), generator=g)[:k]])
     return torch.cat(idx)
@@ -396,10 +398,7 @@ def load_torchvision(name: str, split: str = "train", *, root: str | Path = DATA
     if parts is None:
         idx = torchvision_split_indices(labels, test_fraction=spec.test_fraction)[split]
     if per_class is not None:
-        sub = labels[idx]
-        g = _gen(seed)
-        idx = torch.cat([idx[sub == c][torch.randperm(int((sub == c).sum()), generator=g)[:per_class]]
-                         for c in sub.unique().tolist()])
+        idx = idx[few_shot_indices(labels[idx], per_class, seed=seed, at_most=True)]
     images = []
     for i in idx.tolist():
         d, j = where[i]

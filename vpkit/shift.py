@@ -70,12 +70,9 @@ def balanced(ds: ImageSet, *, per_class: int, seed: int) -> ImageSet:
 def holdout(pool: ImageSet, *, per_class: int, seed: int) -> tuple[ImageSet, ImageSet]:
     """``(rest, held_out)``: ``per_class`` images of every class set aside (a validation set for choosing
     learning rates) and the rest of ``pool``, disjoint."""
-    g = torch.Generator().manual_seed(int(seed))
-    idx = []
-    for c in range(pool.num_classes):
-        members = torch.nonzero(pool.labels == c).flatten()
-        idx.append(members[torch.randperm(len(members), generator=g)[:per_class]])
-    held = torch.cat(idx)
+    from .data import few_shot_indices
+
+    held = few_shot_indices(pool.labels, per_class, seed=seed, num_classes=pool.num_classes)
     keep = torch.ones(len(pool), dtype=torch.bool)
     keep[held] = False
     return pool.subset(torch.nonzero(keep).flatten(), name=pool.name), pool.subset(held, name=f"{pool.name}-val")
