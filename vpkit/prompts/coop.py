@@ -283,19 +283,23 @@ def zero_shot_accuracy(vlm: VLM, features: torch.Tensor, labels: torch.Tensor, c
                  .float().mean())
 
 
+def step_seconds(model: nn.Module, fn, features: torch.Tensor, labels: torch.Tensor, *, repeats: int = 3) -> float:
+    """Fastest of ``repeats`` training steps (cross-entropy forward + backward of ``fn``) after one warm-up."""
+    fn(features).sum().backward()
+    model.zero_grad(set_to_none=True)
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        F.cross_entropy(fn(features), labels).backward()
+        ts.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+    return min(ts)
+
+
 def time_cocoop_step(model: CoCoOp, features: torch.Tensor, labels: torch.Tensor, *, repeats: int = 3) -> dict:
     """Seconds per training step (forward + backward) of CoCoOp batched vs the per-image loop, same batch."""
-    out = {}
-    for name, fn in (("batched", model.forward), ("loop", model.forward_loop)):
-        fn(features).sum().backward()  # warm-up
-        model.zero_grad(set_to_none=True)
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            F.cross_entropy(fn(features), labels).backward()
-            ts.append(time.perf_counter() - t0)
-            model.zero_grad(set_to_none=True)
-        out[f"{name}_s_per_step"] = min(ts)
+    out = {f"{name}_s_per_step": step_seconds(model, fn, features, labels, repeats=repeats)
+           for name, fn in (("batched", model.forward), ("loop", model.forward_loop))}
     out["speedup"] = out["loop_s_per_step"] / out["batched_s_per_step"]
     out["batch_size"], out["num_classes"] = int(len(labels)), len(model.classnames)
     return out
@@ -512,13 +516,8 @@ def step_times(vlm: VLM, fs: FeatureSet, *, k: int, seed: int, batch: int, repea
     names = [fs.classnames[c] for c in base]
     out = time_cocoop_step(CoCoOp(vlm, names, seed=seed, **prompt_kw), x, y, repeats=repeats)
     coop = CoOp(vlm, names, seed=seed, **prompt_kw)
-    F.cross_entropy(coop(x), y).backward()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        F.cross_entropy(coop(x), y).backward()
-        ts.append(time.perf_counter() - t0)
-    out["coop_s_per_step"], out["threads"] = min(ts), torch.get_num_threads()
+    out["coop_s_per_step"] = step_seconds(coop, coop, x, y, repeats=repeats)
+    out["threads"] = torch.get_num_threads()
     return out
 
 
