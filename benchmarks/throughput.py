@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from vpkit import backbones, report
-from vpkit.train import _autocast, resolve_device
+from vpkit.device import autocast, resolve_device
 
 CASES = [("vit_s14_dinov2", 56), ("vit_s14_dinov2", 112), ("vit_s14_dinov2", 224),
          ("efficientnet_lite0", 96), ("efficientnet_lite0", 160), ("efficientnet_lite0", 224)]
@@ -27,7 +27,7 @@ def bench(b, size: int, batch: int, repeats: int, amp: bool, backward: bool) -> 
     for r in range(repeats + 1):
         xi = x.clone().requires_grad_(backward)
         t0 = time.perf_counter()
-        with _autocast(dev, amp), torch.set_grad_enabled(backward):
+        with autocast(dev, amp), torch.set_grad_enabled(backward):
             out = b.features(xi)
         if backward:
             out.float().sum().backward()

@@ -35,7 +35,7 @@ def test_vit_s14_conversion_covers_every_timm_key():
 
 def test_lite0_classifies_the_cat_photo():
     """Real ImageNet weights: skimage's chelsea is a cat (ImageNet classes 281-285 are domestic cats)."""
-    from vpkit.analysis import imagenet_topk
+    from vpkit.studies.backbones import imagenet_topk
     from vpkit.data import load_skimage_photos
 
     b = backbones.build_backbone("efficientnet_lite0", img_size=224)

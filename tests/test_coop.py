@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from vpkit.prompts import coop
+from vpkit.studies import cocoop
 from vpkit.vlm import build_vlm
 
 NAMES = ["cat", "dog", "red car"]
@@ -91,7 +92,7 @@ def test_class_specific_context_and_new_classes(vlm):
     with pytest.raises(ValueError, match="class_specific"):
         m.set_classnames(["a", "b"])
     u = coop.CoOp(vlm, NAMES, n_ctx=3, ctx_init=None)
-    acc = coop.accuracy_on(u, feats(vlm), torch.tensor([0, 1, 0, 1]), ["bird", "tree"])
+    acc = cocoop.accuracy_on(u, feats(vlm), torch.tensor([0, 1, 0, 1]), ["bird", "tree"])
     assert 0.0 <= acc <= 1.0 and u.classnames == NAMES
     with pytest.raises(ValueError, match="unknown prompt method"):
         coop.build_prompt_model("maple", vlm, NAMES)
@@ -102,11 +103,11 @@ def test_training_fits_a_separable_toy_task(vlm):
     x = feats(vlm, n=12, seed=1)
     y = torch.arange(12) % 3
     m0 = coop.CoOp(vlm, NAMES, n_ctx=2, ctx_init=None)
-    acc0 = coop.accuracy_on(m0, x, y)
-    m, hist = coop.train_prompt("coop", vlm, NAMES, x, y, epochs=30, batch_size=12, lr=0.5, optimizer="adamw",
+    acc0 = cocoop.accuracy_on(m0, x, y)
+    m, hist = cocoop.train_prompt("coop", vlm, NAMES, x, y, epochs=30, batch_size=12, lr=0.5, optimizer="adamw",
                                 weight_decay=0.0, warmup_epochs=0, n_ctx=2, ctx_init=None)
     assert hist.loss[-1] < hist.loss[0]
-    assert coop.accuracy_on(m, x, y) >= acc0
+    assert cocoop.accuracy_on(m, x, y) >= acc0
 
 
 def test_paper_datasets_go_through_torchvision_with_k_shot_pools(vlm, monkeypatch):
@@ -123,9 +124,9 @@ def test_paper_datasets_go_through_torchvision_with_k_shot_pools(vlm, monkeypatc
                         ["annual crop", "forest", "river", "sea lake"], name)
 
     monkeypatch.setattr(data, "load_torchvision", fake)
-    fs = coop.dataset_features(vlm, "eurosat", max_shots=6, n_test_per_class=None, amp=False)
+    fs = cocoop.dataset_features(vlm, "eurosat", max_shots=6, n_test_per_class=None, amp=False)
     assert calls == [("eurosat", "train", vlm.preprocess.img_size, 6), ("eurosat", "test", vlm.preprocess.img_size, None)]
     assert fs.classnames[0] == "annual crop" and not fs.invert
     assert fs.train.shape == (24, vlm.embed_dim) and len(fs.test_labels) == 12
     with pytest.raises(ValueError, match="unknown dataset name='imagenet'.*offline.*paper"):
-        coop.dataset_features(vlm, "imagenet", max_shots=1, n_test_per_class=1)
+        cocoop.dataset_features(vlm, "imagenet", max_shots=1, n_test_per_class=1)

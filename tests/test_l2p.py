@@ -4,9 +4,13 @@ import pytest
 import torch
 
 from vpkit import continual, metrics
+from vpkit.data import to_model_input
+from vpkit.data.continual import class_incremental_split
+from vpkit.methods import build_l2p_model
 from vpkit.backbones import build_backbone
 from vpkit.data import ImageSet
 from vpkit.prompts import l2p
+from vpkit.studies import image_prompts_l2p as study
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def test_batchwise_selection_uses_most_frequent_ids_for_all():
 def test_pool_shapes_and_prompt_count(tiny):
     d = tiny.embed_dim
     cfg = l2p.L2PConfig(pool_size=6, length=3, top_k=2)
-    m = l2p.build_l2p_model(tiny, 5, cfg).model
+    m = build_l2p_model(tiny, 5, cfg).model
     assert m.pool.key.shape == (6, d) and m.pool.prompt.shape == (6, 3, d)
     x = torch.randn(4, 3, tiny.img_size, tiny.img_size)
     out = m.forward_parts(x)
@@ -59,15 +63,15 @@ def test_pool_shapes_and_prompt_count(tiny):
     assert m.num_prompt_tokens() == 6
     img_cfg = l2p.L2PConfig(pool_size=4, length=2, top_k=2, prompt_form="image")
     init = torch.randn(4, 3, tiny.img_size, tiny.img_size)
-    mi = l2p.build_l2p_model(tiny, 5, img_cfg, init_images=init).model
+    mi = build_l2p_model(tiny, 5, img_cfg, init_images=init).model
     assert mi.pool.prompt.shape == (4, 3, tiny.img_size, tiny.img_size)
     assert torch.equal(mi.pool.prompt.data, init)
     assert mi.pool.prompt_tokens(mi.body.patch_embed).shape == (4, 2, d)
     assert mi(x).shape == (4, 5)
     with pytest.raises(ValueError, match="init_images"):
-        l2p.build_l2p_model(tiny, 5, img_cfg)
+        build_l2p_model(tiny, 5, img_cfg)
     kcfg = l2p.L2PConfig(pool_size=4, length=2, top_k=1, prompt_init="image", key_init="query")
-    mk = l2p.build_l2p_model(tiny, 5, kcfg, init_images=init).model
+    mk = build_l2p_model(tiny, 5, kcfg, init_images=init).model
     assert torch.allclose(mk.pool.key.data, mk.query(init), atol=1e-5)
     idx, _ = l2p.select_top_k(mk.query(init), mk.pool.key, 1)
     assert idx.flatten().tolist() == [0, 1, 2, 3]  # each init image selects its own prompt
@@ -105,20 +109,20 @@ def test_accuracy_matrix_formulas_on_known_matrix():
 
 def test_class_incremental_split():
     ds = _toy_images(n=80, classes=4)
-    tasks = continual.class_incremental_split(ds, ds, num_tasks=2, seed=3, n_train_per_class=5,
+    tasks = class_incremental_split(ds, ds, num_tasks=2, seed=3, n_train_per_class=5,
                                               n_test_per_class=4)
     assert len(tasks) == 2 and sorted(tasks[0].classes + tasks[1].classes) == [0, 1, 2, 3]
     for t in tasks:
         assert set(t.train.labels.tolist()) == set(t.classes) and len(t.train) == 10 and len(t.test) == 8
     with pytest.raises(ValueError, match="num_tasks"):
-        continual.class_incremental_split(ds, ds, num_tasks=3, seed=0)
+        class_incremental_split(ds, ds, num_tasks=3, seed=0)
 
 
 def test_only_intended_parameters_train_and_backbone_unchanged(tiny):
     ds = _toy_images(n=32, classes=4, size=tiny.img_size)
-    tasks = continual.class_incremental_split(ds, ds, num_tasks=2, seed=0)
+    tasks = class_incremental_split(ds, ds, num_tasks=2, seed=0)
     cfg = l2p.L2PConfig(pool_size=4, length=2, top_k=2, generator="cls", gen_length=2)
-    method = l2p.build_l2p_model(tiny, 4, cfg)
+    method = build_l2p_model(tiny, 4, cfg)
     model = method.model
     names = set(method.report.names)
     assert names and all(not n.startswith("body.") for n in names)
@@ -128,7 +132,7 @@ def test_only_intended_parameters_train_and_backbone_unchanged(tiny):
     before_keys = model.pool.key.detach().clone()
     backbone_before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     q = continual.cache_queries(tiny, tasks, batch_size=16)
-    assert torch.allclose(q.train[0][:4], model.query(continual.to_model_input(
+    assert torch.allclose(q.train[0][:4], model.query(to_model_input(
         tasks[0].train.images[:4], size=tiny.img_size, mean=tiny.mean, std=tiny.std)), atol=1e-5)
     res = continual.run_continual(model, tasks, tiny, cfg=continual.ContinualConfig(epochs=1, batch_size=8, lr=1e-2,
                                                                                      gen_lwf_weight=1.0),
@@ -139,14 +143,14 @@ def test_only_intended_parameters_train_and_backbone_unchanged(tiny):
         assert torch.equal(v, backbone_before[k])
     assert not torch.equal(model.pool.key.detach(), before_keys), "keys must train (pull term)"
     assert res.acc_matrix.shape == (2, 2) and res.acc_matrix[0, 1] == 0
-    counts = l2p.selection_counts(model, torch.cat(q.test), torch.cat([t.test.labels for t in tasks]), 4)
+    counts = study.selection_counts(model, torch.cat(q.test), torch.cat([t.test.labels for t in tasks]), 4)
     assert counts.shape == (4, 4) and counts.sum().item() == 2 * len(ds)
 
 
 def test_train_mask_keeps_old_head_rows_and_lwf_runs(tiny):
     ds = _toy_images(n=32, classes=4, size=tiny.img_size)
-    tasks = continual.class_incremental_split(ds, ds, num_tasks=2, seed=0, shuffle_classes=False)
-    model = l2p.build_l2p_model(tiny, 4, l2p.L2PConfig(use_pool=False, shared_length=2)).model
+    tasks = class_incremental_split(ds, ds, num_tasks=2, seed=0, shuffle_classes=False)
+    model = build_l2p_model(tiny, 4, l2p.L2PConfig(use_pool=False, shared_length=2)).model
     w0 = model.head.weight.detach().clone()
     cfg = continual.ContinualConfig(epochs=1, batch_size=8, lr=1e-2, train_mask="task")
     continual.run_continual(model, tasks[:1], tiny, cfg=cfg, name="t")

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from vpkit import methods
 from vpkit.prompts import pixel
 from vpkit.prompts.pixel import PixelPromptConfig, PixelPrompter
 from vpkit.train import fit
@@ -112,7 +113,7 @@ def test_clip():
 def test_vp_tp_on_test_clip_only_the_prompt_trains(test_clip, template):
     vlm = test_clip
     tf = vlm.classifier_weights(["cat", "dog", "car"], (pixel.TP_TEMPLATE,))
-    method = pixel.build_vp_tp(vlm, tf, template=template, prompt_size=4 if template == "padding" else 8)
+    method = methods.build_vp_tp(vlm, tf, template=template, prompt_size=4 if template == "padding" else 8)
     assert method.report.names and all(n.startswith("prompter.") for n in method.report.names)
     assert method.report.trainable == pixel.num_prompt_parameters(template, 4 if template == "padding" else 8, 32)
     frozen = _state(vlm)
@@ -138,7 +139,7 @@ def test_vp_classifier_with_label_mapping_on_test_cnn():
     if not bb.num_classes:
         pytest.skip("test_cnn has no classifier head")
     mapping = torch.tensor([5, 2, 7])
-    method = pixel.build_vp_classifier(bb, mapping, template="padding", prompt_size=2)
+    method = methods.build_vp_classifier(bb, mapping, template="padding", prompt_size=2)
     x = torch.randn(4, 3, bb.img_size, bb.img_size)
     with torch.no_grad():
         full = bb.model(x)

@@ -5,10 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from vpkit import methods, shift
+from vpkit import methods
+from vpkit.data import shift
 from vpkit.backbones import build_backbone
 from vpkit.data import ImageSet
 from vpkit.prompts import protuning as pt
+from vpkit.studies import pro_tuning as study
 from vpkit.train import set_train_mode
 
 
@@ -145,7 +147,7 @@ def test_side_tuning_trains_side_alpha_head(cnn):
 
 
 def test_paper_parameter_factor():
-    r = pt.paper_param_counts("resnet50", 10)
+    r = study.paper_param_counts("resnet50", 10)
     assert abs(r["factor"] - 6.2) < 0.2  # the paper's 6.2x fewer parameters on ResNet-50
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from vpkit import tasks
+from vpkit.data import tasks
 from vpkit.backbones import build_backbone
 from vpkit.methods import build_method
 from vpkit.prompts.vit import embed_tokens
@@ -204,7 +204,7 @@ def test_load_task_rejects_unknown_names():
 
 def _fake_train(scores):
     """A stand-in for protocol.train_and_eval: accuracy looked up by base_lr (NaN = diverged)."""
-    from vpkit.protocol import RunResult
+    from vpkit.studies.vpt import RunResult
 
     calls = []
 
@@ -223,7 +223,7 @@ def _splits(name):
 
 
 def test_protocol_tunes_then_retrains_and_never_picks_a_diverged_run(monkeypatch):
-    from vpkit import protocol
+    from vpkit.studies import vpt as protocol
 
     run, calls = _fake_train({1.0: float("nan"), 0.1: 0.6, 0.01: 0.4})
     monkeypatch.setattr(protocol, "train_and_eval", run)
@@ -234,7 +234,7 @@ def test_protocol_tunes_then_retrains_and_never_picks_a_diverged_run(monkeypatch
 
 
 def test_run_suite_reuses_the_donor_tasks_tuning(monkeypatch):
-    from vpkit import protocol
+    from vpkit.studies import vpt as protocol
 
     run, calls = _fake_train({0.5: 0.3, 0.05: 0.7})
     monkeypatch.setattr(protocol, "train_and_eval", run)

@@ -1,4 +1,6 @@
-"""Class-incremental continual learning: task splits and a task loop around :func:`vpkit.train.fit`.
+"""Class-incremental continual learning: the task loop around :func:`vpkit.train.fit`.
+
+Task splits and batches: :mod:`vpkit.data.continual`.
 
 Protocol (L2P, Wang et al. CVPR 2022, Sec. 4.1): tasks arrive in sequence, each with new classes; there is no
 task id at test time. After training task ``t`` the model is tested on every task ``j <= t`` and the
@@ -6,7 +8,7 @@ accuracy matrix ``A[t, j]`` is filled (row = after task t, column = task); the u
 definition (classes not seen yet cannot be predicted: predictions range over the classes seen so far).
 Average accuracy and forgetting come from :mod:`vpkit.metrics`.
 
-Models plug in by duck typing, not by subclassing a trainer: a model maps a :class:`Batch` (or a plain
+Models plug in by duck typing, not by subclassing a trainer: a model maps a :class:`vpkit.data.continual.Batch` (or a plain
 image tensor) to logits over all classes, and may offer ``forward_parts(batch)`` returning an object with
 ``logits`` and optional ``aux_loss`` (e.g. L2P's pull term, a generator's ELBO) and ``gen_out`` plus a
 ``generator`` module (for LwF on a generator). Frozen per-image quantities (the L2P query, LwF teacher
@@ -16,7 +18,6 @@ augmentation.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -26,108 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
-from .data import ImageSet, batch_indices, to_model_input
-from .train import fit, resolve_device
+from .data import ImageSet
+from .data.continual import BatchLoader, Task
+from .device import resolve_device
+from .train import fit
 
 TRAIN_MASKS = ("task", "seen")
 
 
-@dataclass
-class Task:
-    """One task of a class-incremental sequence; labels keep their global class ids."""
-
-    index: int
-    classes: list[int]
-    train: ImageSet
-    test: ImageSet
-
-
-def _per_class(ds: ImageSet, classes, n_per_class: int | None, g: torch.Generator) -> torch.Tensor:
-    idx = []
-    for c in classes:
-        members = torch.nonzero(ds.labels == c).flatten()
-        if n_per_class is not None:
-            if len(members) < n_per_class:
-                raise ValueError(f"class {c} of {ds.name} has {len(members)} images < n_per_class={n_per_class}")
-            members = members[torch.randperm(len(members), generator=g)[:n_per_class]]
-        idx.append(members)
-    return torch.cat(idx)
-
-
-def class_incremental_split(pool: ImageSet, test: ImageSet, *, num_tasks: int, seed: int,
-                            shuffle_classes: bool = True, n_train_per_class: int | None = None,
-                            n_test_per_class: int | None = None) -> list[Task]:
-    """Split the classes into ``num_tasks`` equal tasks (e.g. CIFAR-100 10x10, Fashion-MNIST 5x2).
-
-    The class order is a seeded permutation when ``shuffle_classes``; ``n_*_per_class`` subsample each class
-    (seeded; the test subsample uses a fixed generator so every seed tests the same images).
-    """
-    C = pool.num_classes
-    if num_tasks < 1 or C % num_tasks:
-        raise ValueError(f"num_tasks={num_tasks} must divide the {C} classes of {pool.name}")
-    order = torch.randperm(C, generator=torch.Generator().manual_seed(seed)).tolist() if shuffle_classes \
-        else list(range(C))
-    k = C // num_tasks
-    g_tr, g_te = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(0)
-    tasks = []
-    for t in range(num_tasks):
-        cls = order[t * k:(t + 1) * k]
-        tasks.append(Task(t, cls, pool.subset(_per_class(pool, cls, n_train_per_class, g_tr)),
-                          test.subset(_per_class(test, cls, n_test_per_class, g_te))))
-    return tasks
-
-
 # ----------------------------------------------------------------------------------------------------------
-# Batches carrying cached per-image tensors
+# Frozen outputs computed once
 # ----------------------------------------------------------------------------------------------------------
-
-@dataclass
-class Batch:
-    """Images plus cached per-image tensors (``query``: frozen CLS feature; ``teacher``: old-model logits).
-
-    Has ``.to(device)`` and ``len`` so :func:`vpkit.train.fit` / ``evaluate`` pass it through unchanged.
-    """
-
-    images: torch.Tensor
-    query: torch.Tensor | None = None
-    teacher: torch.Tensor | None = None
-
-    def to(self, device) -> "Batch":
-        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Batch(mv(self.images), mv(self.query), mv(self.teacher))
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
-def images_of(x) -> torch.Tensor:
-    return x.images if isinstance(x, Batch) else x
-
-
-class BatchLoader:
-    """Like :class:`vpkit.data.Loader` (seeded shuffling, per-batch resize + normalise, no augmentation) but
-    yielding :class:`Batch` objects with rows of the cached tensors ``query`` / ``teacher`` (N x ...)."""
-
-    def __init__(self, ds: ImageSet, *, batch_size: int, size: int, mean, std, shuffle: bool = False,
-                 seed: int = 0, query: torch.Tensor | None = None, teacher: torch.Tensor | None = None):
-        for name, t in (("query", query), ("teacher", teacher)):
-            if t is not None and len(t) != len(ds):
-                raise ValueError(f"{name} has {len(t)} rows for {len(ds)} images")
-        self.ds, self.batch_size, self.size, self.mean, self.std = ds, batch_size, size, mean, std
-        self.shuffle, self.seed, self.query, self.teacher = shuffle, seed, query, teacher
-        self._epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.ds) / self.batch_size)
-
-    def __iter__(self):
-        epoch = self._epoch
-        self._epoch += int(self.shuffle)
-        for idx in batch_indices(len(self.ds), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch):
-            x = to_model_input(self.ds.images[idx], size=self.size, mean=self.mean, std=self.std)
-            yield Batch(x, None if self.query is None else self.query[idx],
-                        None if self.teacher is None else self.teacher[idx]), self.ds.labels[idx]
-
 
 @torch.no_grad()
 def outputs(fn, loader, *, device: str = "auto", amp: bool = False) -> torch.Tensor:

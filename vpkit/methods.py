@@ -7,7 +7,8 @@ whose ``report`` names the trainable parameters and their count. Unknown names f
 Baselines here: ``linear`` (head only), ``full`` (everything), ``partial_k`` (last k stages + final norm +
 head), ``bias`` (BitFit: every bias + head), ``adapter`` (bottleneck MLP with a residual after each ViT
 block's MLP, or a 1x1-conv bottleneck after each CNN stage; zero-initialised up-projection so training starts
-from the frozen model). Prompt methods register their builders in the same table.
+from the frozen model). The prompt methods' builders are here too (VPT, Pro-Tuning, side tuning, pixel prompts,
+L2P); their modules live in :mod:`vpkit.prompts`, which never imports this file.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from .backbones import Backbone
+from .prompts import l2p, pixel, protuning, vpt
 from .train import TrainableReport, count_parameters, freeze_except
 
 
@@ -167,33 +169,61 @@ def build_adapter(backbone: Backbone, num_classes: int, reduction: int = 8) -> M
 
 def build_vpt(backbone: Backbone, num_classes: int, **kwargs) -> Method:
     """VPT on a copy of a ViT backbone: prompts + linear head train (kwargs: :class:`vpkit.prompts.vpt.VPT`)."""
-    from .prompts.vpt import VPT
-
     if backbone.kind != "vit":
         raise ValueError(f"VPT needs a ViT backbone; {backbone.name} is kind={backbone.kind!r}")
     body = copy_body(backbone)
-    model = VPT(body, num_classes, **kwargs)
+    model = vpt.VPT(body, num_classes, **kwargs)
     name = "vpt_shallow" if model.prompt_depth == 1 else "vpt_deep" if model.prompt_depth == len(body.blocks) else "vpt"
     return finish(name, model, ["prompt_embeddings", "head."], body)
 
 
-def build_l2p(backbone: Backbone, num_classes: int, **kwargs) -> Method:
-    """L2P prompt pool + head on a copy of a ViT backbone (:func:`vpkit.prompts.l2p.build_l2p_model`)."""
-    from .prompts.l2p import build_l2p_model
-
-    return build_l2p_model(backbone, num_classes, **kwargs)
-
-
-def _protuning():
-    from .prompts import protuning
-
-    return protuning
+def build_protuning(backbone: Backbone, num_classes: int, **kwargs) -> Method:
+    """``METHODS["protuning"]``: prompt blocks after every stage + a linear head train; kwargs go to
+    :class:`vpkit.prompts.protuning.ProTuningConfig` (reduction, kernel_size, blend, act, zero_init, num_stages)."""
+    body = copy_body(backbone)
+    model = protuning.ProTuningModel(body, kind=backbone.kind, embed_dim=backbone.embed_dim, num_classes=num_classes,
+                                     img_size=backbone.img_size, config=protuning.ProTuningConfig(**kwargs))
+    return finish("protuning", model, ["prompts.", "head."], body)
 
 
-def _pixel():
-    from .prompts import pixel
+def build_side(backbone: Backbone, num_classes: int, width: int = 16, alpha_init: float = 2.0) -> Method:
+    """``METHODS["side"]``: side tuning; the side network, the blend ``alpha`` and the head train."""
+    body = copy_body(backbone)
+    model = protuning.SideTuningModel(body, embed_dim=backbone.embed_dim, num_classes=num_classes, width=width,
+                                      alpha_init=alpha_init)
+    return finish("side", model, ["side.", "alpha", "head."], body)
 
-    return pixel
+
+def build_vp_tp(vlm: nn.Module, text_features: torch.Tensor, *, template: str = "padding", prompt_size: int = 30,
+                seed: int = 0) -> Method:
+    """VP+TP on a frozen VLM (Bahng et al. Sec. 4.1); the prompter is sized to ``vlm.preprocess.img_size``."""
+    prompter = pixel.PixelPrompter(pixel.PixelPromptConfig(template=template, prompt_size=prompt_size,
+                                                           image_size=vlm.preprocess.img_size, seed=seed))
+    return finish(f"vp_tp_{template}", pixel.PromptedVLM(prompter, vlm, text_features), ["prompter."], vlm)
+
+
+def build_vp_classifier(backbone: Backbone, mapping: torch.Tensor, *, template: str = "padding",
+                        prompt_size: int = 30, seed: int = 0) -> Method:
+    """VP on a frozen ImageNet classifier (``backbone.model``, uncopied: it stays frozen) with a label mapping."""
+    if not backbone.num_classes:
+        raise ValueError(f"VP with label mapping needs a backbone with an ImageNet classifier; "
+                         f"{backbone.name} has num_classes=0")
+    prompter = pixel.PixelPrompter(pixel.PixelPromptConfig(template=template, prompt_size=prompt_size,
+                                                           image_size=backbone.img_size, seed=seed))
+    return finish(f"vp_{template}", pixel.PromptedClassifier(prompter, backbone.model, mapping), ["prompter."],
+                  backbone.model)
+
+
+def build_l2p_model(backbone: Backbone, num_classes: int, cfg: l2p.L2PConfig | None = None, *,
+                    init_images: torch.Tensor | None = None) -> Method:
+    """An :class:`vpkit.prompts.l2p.L2PModel` on a copy of ``backbone`` (a timm ViT) with everything but the
+    prompts / keys / generator / shared prompt / head frozen."""
+    if backbone.kind != "vit":
+        raise ValueError(f"L2P needs a ViT backbone, got kind={backbone.kind!r} ({backbone.name})")
+    cfg = cfg or l2p.L2PConfig()
+    body = copy_body(backbone)
+    model = l2p.L2PModel(body, num_classes, cfg, img_size=backbone.img_size, init_images=init_images)
+    return finish("l2p", model, model.trainable_names, body)
 
 
 METHODS: dict[str, Callable[..., Method]] = {
@@ -205,19 +235,19 @@ METHODS: dict[str, Callable[..., Method]] = {
     "adapter": build_adapter,
     # Pro-Tuning (Nie et al. 2024) and side tuning (Zhang et al. 2020): vpkit.prompts.protuning;
     # protuning kwargs: reduction, kernel_size, blend, act, zero_init, num_stages; side kwargs: width, alpha_init
-    "protuning": lambda b, n, **kw: _protuning().build_protuning(b, n, **kw),
-    "side": lambda b, n, **kw: _protuning().build_side(b, n, **kw),
+    "protuning": build_protuning,
+    "side": build_side,
     # VPT (Jia et al. 2022): vpkit.prompts.vpt; kwargs num_tokens, prompt_depth, dropout, location, output
     "vpt_shallow": lambda b, n, **kw: build_vpt(b, n, **{"prompt_depth": 1, **kw}),
     "vpt_deep": lambda b, n, **kw: build_vpt(b, n, **{"dropout": 0.1, **kw}),
     "vpt": lambda b, n, **kw: build_vpt(b, n, **kw),
     # L2P (Wang et al. 2022) and the image-prompt variants: vpkit.prompts.l2p; kwargs cfg (L2PConfig), init_images
-    "l2p": lambda b, n, **kw: build_l2p(b, n, **kw),
+    "l2p": build_l2p_model,
     # Visual prompting (Bahng et al. 2022) on a vision-only classifier with label mapping: vpkit.prompts.pixel;
     # kwargs mapping (default: first N ImageNet classes), template, prompt_size, seed. VP+TP on a VLM:
-    # vpkit.prompts.pixel.build_vp_tp (needs a VLM, not a Backbone). The frozen model is shared, not copied.
-    "vp": lambda b, n, mapping=None, **kw: _pixel().build_vp_classifier(
-        b, _pixel().first_n_mapping(n) if mapping is None else mapping, **kw),
+    # build_vp_tp below (needs a VLM, not a Backbone). The frozen model is shared, not copied.
+    "vp": lambda b, n, mapping=None, **kw: build_vp_classifier(
+        b, pixel.first_n_mapping(n) if mapping is None else mapping, **kw),
 }
 
 

@@ -113,7 +113,7 @@ class Results:
         import torch
 
         from .netguard import active
-        from .train import resolve_device
+        from .device import resolve_device
 
         return self.json("run.json", {
             "profile": self.profile, "seed": self.seed, "git": git_state(), "versions": package_versions(),

@@ -1,7 +1,6 @@
 """One plain training loop used by every method: ``fit`` / ``evaluate``, plus freezing and feature helpers.
 
-Loop state is local; the returned history is data. Device ``"auto"`` picks CUDA when present; autocast
-uses bf16 on CPU and fp16 on CUDA when ``amp=True``.
+Loop state is local; the returned history is data. Devices and autocast come from :mod:`vpkit.device`.
 """
 from __future__ import annotations
 
@@ -15,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .device import autocast, resolve_device
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
@@ -22,12 +23,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass
@@ -112,12 +107,6 @@ def make_optimizer(params, *, optimizer: str, lr: float, weight_decay: float, mo
     raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
 
 
-def _autocast(device: torch.device, amp: bool):
-    if not amp:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16)
-
-
 @dataclass
 class History:
     epoch: list[int] = field(default_factory=list)
@@ -167,7 +156,7 @@ def fit(model: nn.Module, train_loader, *, epochs: int, lr: float, weight_decay:
         t0 = time.perf_counter()
         for x, y in train_loader:
             x, y = x.to(dev), y.to(dev)
-            with _autocast(dev, amp):
+            with autocast(dev, amp):
                 if loss_fn is None:
                     logits = model(x)
                     loss = ce(logits.float(), y)
@@ -209,7 +198,7 @@ def predict(model: Callable, loader, *, device: str = "auto", amp: bool = False)
         model.to(dev).eval()
     outs, labels = [], []
     for x, y in loader:
-        with _autocast(dev, amp):
+        with autocast(dev, amp):
             outs.append(model(x.to(dev)).float().cpu())
         labels.append(y)
     return torch.cat(outs), torch.cat(labels)

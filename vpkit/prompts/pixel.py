@@ -16,7 +16,9 @@ Two ways to read a class out of the frozen model:
   ImageNet logits, the first N as the paper (:func:`first_n_mapping`) or by frequency on the training set
   (:func:`frequency_mapping`, as later label-mapping work does).
 
-Only the prompter trains; builders return a :class:`vpkit.methods.Method` with the trainable report.
+Only the prompter trains; the builders :func:`vpkit.methods.build_vp_tp` and
+:func:`vpkit.methods.build_vp_classifier` return a :class:`vpkit.methods.Method` with the trainable report.
+The study (datasets, baselines, ablations, claims) is :mod:`vpkit.studies.visual_prompting`.
 """
 from __future__ import annotations
 
@@ -188,28 +190,3 @@ def frequency_mapping(source_logits: torch.Tensor, labels: torch.Tensor, num_cla
         score[c, :] = -1.0
         score[:, s] = -1.0
     return mapping
-
-
-def _finish(name: str, model: nn.Module, frozen: nn.Module):
-    from ..methods import finish
-
-    return finish(name, model, ["prompter."], frozen)
-
-
-def build_vp_tp(vlm: nn.Module, text_features: torch.Tensor, *, template: str = "padding", prompt_size: int = 30,
-                seed: int = 0):
-    """VP+TP on a frozen VLM (Bahng et al. Sec. 4.1); the prompter is sized to ``vlm.preprocess.img_size``."""
-    prompter = PixelPrompter(PixelPromptConfig(template=template, prompt_size=prompt_size,
-                                               image_size=vlm.preprocess.img_size, seed=seed))
-    return _finish(f"vp_tp_{template}", PromptedVLM(prompter, vlm, text_features), vlm)
-
-
-def build_vp_classifier(backbone, mapping: torch.Tensor, *, template: str = "padding", prompt_size: int = 30,
-                        seed: int = 0):
-    """VP on a frozen ImageNet classifier (``backbone.model``, uncopied: it stays frozen) with a label mapping."""
-    if not backbone.num_classes:
-        raise ValueError(f"VP with label mapping needs a backbone with an ImageNet classifier; "
-                         f"{backbone.name} has num_classes=0")
-    prompter = PixelPrompter(PixelPromptConfig(template=template, prompt_size=prompt_size,
-                                               image_size=backbone.img_size, seed=seed))
-    return _finish(f"vp_{template}", PromptedClassifier(prompter, backbone.model, mapping), backbone.model)

@@ -29,6 +29,9 @@ No official code exists, so every choice the paper's text leaves open is a param
 
 Side tuning (Zhang et al., ECCV 2020), a baseline of the paper: ``r(x) = a B(x) + (1 - a) S(x)`` with the
 frozen base ``B``, a light side network ``S`` and a learnable blend ``a = sigmoid(alpha)``.
+
+Builders: :func:`vpkit.methods.build_protuning`, :func:`vpkit.methods.build_side`. The paper's parameter
+counts, the protocol and the claims of notebook 03: :mod:`vpkit.studies.pro_tuning`.
 """
 from __future__ import annotations
 
@@ -268,33 +271,6 @@ class SideTuningModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Builders registered in vpkit.methods.METHODS
-# ----------------------------------------------------------------------------------------------------------
-
-def build_protuning(backbone, num_classes: int, **kwargs):
-    """``METHODS["protuning"]``: prompt blocks after every stage + a linear head train; kwargs go to
-    :class:`ProTuningConfig` (reduction, kernel_size, blend, act, zero_init, num_stages)."""
-    from ..methods import copy_body, finish
-
-    body = copy_body(backbone)
-    model = ProTuningModel(body, kind=backbone.kind, embed_dim=backbone.embed_dim, num_classes=num_classes,
-                           img_size=backbone.img_size, config=ProTuningConfig(**kwargs))
-    return finish("protuning", model, ["prompts.", "head."], body)
-
-
-def build_side(backbone, num_classes: int, width: int = 16, alpha_init: float = 2.0):
-    """``METHODS["side"]``: side tuning; the side network, the blend ``alpha`` and the head train."""
-    from ..methods import copy_body, finish
-
-    body = copy_body(backbone)
-    model = SideTuningModel(body, embed_dim=backbone.embed_dim, num_classes=num_classes, width=width,
-                            alpha_init=alpha_init)
-    return finish("side", model, ["side.", "alpha", "head."], body)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Analysis
-# ----------------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def prompt_maps(model: ProTuningModel, x: torch.Tensor) -> list[dict]:
@@ -313,102 +289,3 @@ def prompt_maps(model: ProTuningModel, x: torch.Tensor) -> list[dict]:
                     "relative_norm": (prompt.norm() / fmap.norm().clamp_min(1e-12)).item()})
     model.recorded = {}
     return out
-
-
-def paper_param_counts(arch: str = "resnet50", num_classes: int = 10, **config) -> dict:
-    """Trainable parameters of fine-tuning vs Pro-Tuning on a timm architecture (random init, no download):
-    checks our reading of the block width against the paper's reported counts."""
-    import timm
-
-    body = timm.create_model(arch, pretrained=False, num_classes=0)
-    dim = body.num_features
-    full = sum(p.numel() for p in body.parameters()) + dim * num_classes + num_classes
-    pt = ProTuningModel(body, kind="cnn", embed_dim=dim, num_classes=num_classes, img_size=64,
-                        config=ProTuningConfig(**config))
-    ours = sum(p.numel() for n, p in pt.named_parameters() if n.startswith(("prompts.", "head.")))
-    return {"arch": arch, "num_classes": num_classes, "full": full, "protuning": ours, "factor": full / ours}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The paper's claims, checked on notebook 03's tables
-# ----------------------------------------------------------------------------------------------------------
-
-PAPER_PARAM_FACTOR = {"resnet50": 6.2, "resnet101": 11.1}  # fine-tuning / Pro-Tuning trainable parameters
-
-
-def paper_claims(acc, *, settings: dict, mca, params, param_counts, vit_results, backbone_name: str,
-                 vit_setting: str = "") -> tuple[list, dict]:
-    """Pro-Tuning's findings on our runs -> (claims, headline). ``acc``: method x setting accuracy table;
-    ``settings``: name -> imbalance ratio (1 = balanced); ``mca``: :func:`vpkit.shift.corruption_tables`'s mCA
-    table; ``params``: trainable parameters by method; ``param_counts``: rows of :func:`paper_param_counts`.
-    Margins are the smallest over settings and comparators, so "holds" means "beats every one of them"."""
-    from ..report import Claim
-
-    lt = [s for s, ir in settings.items() if ir > 1]
-    gen = [s for s, ir in settings.items() if ir == 1]
-    claims, headline = [], {}
-
-    def beats(others, on):
-        others = [o for o in others if o in acc.index]
-        if "protuning" not in acc.index or not others or not on:
-            return None
-        return round(float(min(acc.loc["protuning", s] - acc.loc[o, s] for s in on for o in others)), 4)
-
-    for cid, others, what in (("lt_beats_linear", ["linear"], "linear probing"),
-                              ("lt_beats_partial", ["partial_1", "partial_2"], "partial-1 and partial-2"),
-                              ("lt_beats_adapter", ["adapter"], "adapters"),
-                              ("lt_beats_bias_side", ["bias", "side"], "bias and side tuning"),
-                              ("lt_beats_full", ["full"], "full fine-tuning")):
-        d = beats(others, lt)
-        if d is not None:
-            paper = ("+2.1 points over fine-tuning, CIFAR-100-LT IR100, ResNet-101" if cid == "lt_beats_full"
-                     else "beats (no figure quoted in the issue)")
-            claims.append(Claim(cid, f"Under long tail ({', '.join(lt)}) Pro-Tuning beats {what} (ours = smallest "
-                                "accuracy margin over settings and methods)", paper, d, bool(d > 0)))
-    d = beats(["linear", "partial_1", "partial_2", "bias", "adapter", "side"], gen)
-    if d is not None:
-        claims.append(Claim("generic_beats_tuning", "On balanced (generic) data Pro-Tuning beats the other "
-                            "parameter-efficient methods (ours = smallest margin)", "beats (no figure quoted in the issue)",
-                            d, bool(d > 0)))
-    m_ = mca.set_index("method")
-    if {"protuning", "full"} <= set(m_.index):
-        d = float(m_.loc["protuning", "mCA"] - m_.loc["full", "mCA"])
-        claims.append(Claim("corruption_beats_full", "Under corruption Pro-Tuning has higher mean corruption accuracy "
-                            "than full fine-tuning (ours = mCA difference)", "+2.7 points, CIFAR-10-C, ResNet-50",
-                            round(d, 4), bool(d > 0)))
-        dr = float(m_.loc["protuning", "relative_mCA"] - m_.loc["full", "relative_mCA"])
-        claims.append(Claim("corruption_relative_robustness", "Pro-Tuning keeps a larger share of its clean accuracy "
-                            "under corruption than full fine-tuning (ours = difference of mCA/clean)",
-                            "more robust (no figure quoted for this ratio)", round(dr, 4), bool(dr > 0)))
-        others = [o for o in m_.index if o not in ("protuning", "full")]
-        if others:
-            dm = float(min(m_.loc["protuning", "mCA"] - m_.loc[o, "mCA"] for o in others))
-            claims.append(Claim("corruption_beats_tuning", "Under corruption Pro-Tuning beats the other parameter-"
-                                "efficient methods (ours = smallest mCA margin)", "more robust (no figure quoted in the issue)",
-                                round(dm, 4), bool(dm > 0)))
-    if {"protuning", "full"} <= set(params.index):
-        factor = float(params["full"] / params["protuning"])
-        claims.append(Claim("fewer_params_than_full", "Pro-Tuning trains fewer parameters than full fine-tuning, by at "
-                            f"least the paper's ResNet-50 factor (ours = factor on {backbone_name})", 6.2, round(factor, 2),
-                            bool(factor >= 6.2), "paper: 6.2x (ResNet-50, CIFAR-10-C) and 11.1x (ResNet-101, "
-                            "CIFAR-100-LT); Lite0 has small early stages, so the factor differs"))
-        headline["param_factor_full_over_protuning"] = factor
-    for r in param_counts:
-        pf = PAPER_PARAM_FACTOR[r["arch"]]
-        claims.append(Claim(f"param_factor_{r['arch']}", "Our block width reproduces the paper's fine-tuning/Pro-Tuning "
-                            f"parameter factor on {r['arch']} ({r['num_classes']} classes) within 5% (ours = factor)",
-                            pf, round(float(r["factor"]), 2), bool(abs(r["factor"] / pf - 1) <= 0.05),
-                            "reduction=3 was chosen to match these counts; architecture only, random init"))
-    if len(vit_results) and {"protuning", "linear"} <= set(vit_results.method):
-        v = vit_results.set_index("method")["acc"]
-        claims.append(Claim("vit_lt_beats_linear", f"On ViT-S/14 ({vit_setting}) Pro-Tuning beats linear probing "
-                            "(ours = difference)", "works on transformers (DeiT, Swin)",
-                            round(float(v["protuning"] - v["linear"]), 4), bool(v["protuning"] > v["linear"])))
-    for s in settings:
-        for m in acc.index:
-            headline[f"{s}/{m}/acc"] = float(acc.loc[m, s])
-    for m, r in m_.iterrows():
-        headline[f"corruption/{m}/mCA"] = float(r["mCA"])
-    for m, p in params.items():
-        headline[f"{m}/trainable_params"] = int(p)
-    return claims, headline

@@ -16,6 +16,8 @@ Initialisation follows the official code: uniform in ``[-b, b]`` with ``b = sqrt
 before insertion (0.1 for deep in the official demo).
 
 The backbone is an unforked timm ``VisionTransformer``: :mod:`vpkit.prompts.vit` gives token-level access.
+Builder: :func:`vpkit.methods.build_vpt`; the VTAB-1k protocol, the paper's numbers and claims:
+:mod:`vpkit.studies.vpt`.
 """
 from __future__ import annotations
 
@@ -127,90 +129,3 @@ class VPT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(self.forward_tokens(x)))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The paper's numbers (Jia et al. 2022, ViT-B/16 supervised ImageNet-21k; mean accuracy %) and claims
-# ----------------------------------------------------------------------------------------------------------
-
-PAPER_GROUPS = {  # Table 1: method -> group -> mean accuracy
-    "full": {"FGVC": 88.54, "natural": 75.88, "specialized": 83.36, "structured": 47.64},
-    "linear": {"FGVC": 79.32, "natural": 68.93, "specialized": 77.16, "structured": 26.84},
-    "vpt_shallow": {"FGVC": 84.62, "natural": 76.81, "specialized": 79.66, "structured": 46.98},
-    "vpt_deep": {"FGVC": 89.11, "natural": 78.48, "specialized": 82.43, "structured": 54.98},
-}
-PAPER_CIFAR100 = {"full": 68.9, "linear": 63.4, "vpt_shallow": 77.7, "vpt_deep": 78.8}  # VTAB-1k CIFAR-100
-
-
-def _gap(p: dict, a: str, b: str, group: str) -> float:
-    return round(p[a][group] - p[b][group], 2)
-
-
-def paper_claims(groups_table, per_task, *, ablation=None) -> list:
-    """The paper's headline claims, checked on our results.
-
-    ``groups_table``: :func:`vpkit.protocol.group_means` output (accuracy in [0, 1]; columns natural /
-    structured / all); ``per_task``: :func:`vpkit.protocol.summarize` output; ``ablation``: optional rows
-    with ``study``, ``variant`` and ``acc_test`` (for the 1-prompt and location claims).
-    """
-    from ..report import Claim
-
-    g = groups_table.set_index("method")
-    pt = per_task.pivot_table(index="task", columns="method", values="acc_mean")
-    P = PAPER_GROUPS
-    claims = []
-
-    def has(*ms):
-        return all(m in g.index for m in ms)
-
-    if has("vpt_deep", "vpt_shallow"):
-        d = float(g.loc["vpt_deep", "all"] - g.loc["vpt_shallow", "all"])
-        claims.append(Claim("deep>shallow", "VPT-deep beats VPT-shallow (mean test accuracy over the suite; "
-                            "ours = deep - shallow, points)",
-                            f"+{_gap(P, 'vpt_deep', 'vpt_shallow', 'natural')} Natural, "
-                            f"+{_gap(P, 'vpt_deep', 'vpt_shallow', 'structured')} Structured",
-                            round(100 * d, 2), bool(d > 0)))
-    if has("vpt_deep", "linear"):
-        d = float(g.loc["vpt_deep", "all"] - g.loc["linear", "all"])
-        claims.append(Claim("deep>linear", "VPT-deep beats the linear probe (mean over the suite; ours = deep - "
-                            "linear, points)", f"+{_gap(P, 'vpt_deep', 'linear', 'natural')} Natural, "
-                            f"+{_gap(P, 'vpt_deep', 'linear', 'structured')} Structured",
-                            round(100 * d, 2), bool(d > 0)))
-    if has("vpt_deep", "full"):
-        d = float(g.loc["vpt_deep", "all"] - g.loc["full", "all"])
-        wins = int((pt["vpt_deep"] > pt["full"]).sum())
-        claims.append(Claim("deep>full", "VPT-deep matches or beats full fine-tuning (mean over the suite; ours = "
-                            "deep - full, points)", "deep beats full in 20 of 24 VTAB tasks; "
-                            f"+{_gap(P, 'vpt_deep', 'full', 'natural')} Natural, "
-                            f"+{_gap(P, 'vpt_deep', 'full', 'structured')} Structured",
-                            round(100 * d, 2), bool(d > 0), note=f"deep beats full in {wins} of {len(pt)} tasks"))
-    if {"natural", "structured"} <= set(g.columns):
-        for base in ("linear", "full"):
-            if not has("vpt_deep", base):
-                continue
-            gs = float(g.loc["vpt_deep", "structured"] - g.loc[base, "structured"])
-            gn = float(g.loc["vpt_deep", "natural"] - g.loc[base, "natural"])
-            claims.append(Claim(
-                f"structured_gain_vs_{base}",
-                f"VPT-deep's gain over {base} is larger on Structured than on Natural tasks (ours = structured "
-                f"gain - natural gain, points)",
-                round(_gap(P, "vpt_deep", base, "structured") - _gap(P, "vpt_deep", base, "natural"), 2),
-                round(100 * (gs - gn), 2), bool(gs > gn),
-                note=f"ours: structured {100 * gs:+.2f}, natural {100 * gn:+.2f} points"))
-    if ablation is not None and len(ablation):
-        ab = ablation.groupby(["study", "variant"])["acc_test"].mean()
-        if ("num_tokens", "1") in ab.index and "vpt_shallow" in pt.columns:
-            task = ablation["task"].iloc[0]
-            d = float(ab[("num_tokens", "1")] - pt.loc[task, "vpt_shallow"])
-            claims.append(Claim("one_deep_prompt>shallow", f"VPT-deep with a single prompt per layer beats "
-                                f"VPT-shallow ({task}; ours = difference, points)", "holds (Fig. 7, VTAB)",
-                                round(100 * d, 2), bool(d > 0)))
-        if ("location", "prepend") in ab.index and ("location", "add") in ab.index:
-            d = float(ab[("location", "prepend")] - ab[("location", "add")])
-            claims.append(Claim("prepend>add", "Prepending prompts beats adding them to the patch embeddings "
-                                "(ours = prepend - add, points)", "holds (Fig. 5)", round(100 * d, 2), bool(d > 0)))
-    if has("vpt_deep"):
-        pct = float(per_task.loc[per_task.method == "vpt_deep", "percent_of_backbone"].max())
-        claims.append(Claim("deep_under_1pct_params", "VPT-deep trains < 1% of the backbone's parameters "
-                            "(ours = max % over tasks, prompts + head)", "< 1%", round(pct, 3), bool(pct < 1.0)))
-    return claims

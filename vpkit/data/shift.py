@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import ImageSet
+from . import ImageSet
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -70,7 +70,7 @@ def balanced(ds: ImageSet, *, per_class: int, seed: int) -> ImageSet:
 def holdout(pool: ImageSet, *, per_class: int, seed: int) -> tuple[ImageSet, ImageSet]:
     """``(rest, held_out)``: ``per_class`` images of every class set aside (a validation set for choosing
     learning rates) and the rest of ``pool``, disjoint."""
-    from .data import few_shot_indices
+    from . import few_shot_indices
 
     held = few_shot_indices(pool.labels, per_class, seed=seed, num_classes=pool.num_classes)
     keep = torch.ones(len(pool), dtype=torch.bool)
@@ -337,131 +337,3 @@ def corruption_suite(ds: ImageSet, *, corruptions=None, severities=SEVERITIES, s
         imgs.append(c.images)
     labels = ds.labels.repeat(len(keys))
     return CorruptionSuite(ImageSet(torch.cat(imgs), labels, ds.classes, f"{ds.name}-C"), keys, len(ds))
-
-
-def corruption_accuracy(model, suite: CorruptionSuite, backbone, *, batch_size: int = 128,
-                        amp: bool = True) -> list[dict]:
-    """Accuracy of ``model`` on every (corruption, severity) block of ``suite``: rows of
-    ``corruption, family, severity, acc``."""
-    from .data import loader_for
-    from .train import predict
-
-    logits, y = predict(model, loader_for(suite.images, backbone, batch_size=batch_size), amp=amp)
-    correct = (logits.argmax(-1) == y).float()
-    rows = []
-    for j, (name, s) in enumerate(suite.keys):
-        rows.append({"corruption": name, "family": CORRUPTION_FAMILY[name], "severity": s,
-                     "acc": correct[j * suite.block:(j + 1) * suite.block].mean().item()})
-    return rows
-
-
-def fit_and_evaluate(method: str, backbone, train_ds: ImageSet, test_sets: dict[str, ImageSet], *,
-                     num_classes: int, epochs: int, lr: float, batch_size: int = 32, seed: int = 0,
-                     weight_decay: float = 1e-4, optimizer: str = "adamw", amp: bool = True,
-                     train_amp: bool | None = None, method_kwargs: dict | None = None, progress: bool = False):
-    """Build ``method`` on a copy of ``backbone``, train it on ``train_ds`` with :func:`vpkit.train.fit`
-    (cross-entropy), and return ``(Method, History, {test name: accuracy})``.
-
-    ``amp`` is for evaluation, ``train_amp`` (default: ``amp``) for training: on CPU bf16 speeds up inference
-    but not the backward pass of small depthwise convolutions."""
-    from .data import loader_for
-    from .methods import build_method
-    from .train import evaluate, fit, seed_everything
-
-    seed_everything(seed)
-    m = build_method(method, backbone, num_classes, **(method_kwargs or {}))
-    hist = fit(m.model, loader_for(train_ds, backbone, batch_size=batch_size, shuffle=True, seed=seed),
-               epochs=epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-               amp=amp if train_amp is None else train_amp,
-               progress=progress, desc=f"{method}/{train_ds.name}")
-    accs = {k: evaluate(m.model, loader_for(v, backbone, batch_size=128), amp=amp)["acc"]
-            for k, v in test_sets.items()}
-    return m, hist, accs
-
-
-def dataset_pair(name: str, *, size: int | None = 32) -> tuple[ImageSet, ImageSet]:
-    """(train pool, test set): an offline dataset (:func:`vpkit.data.offline_dataset`) or, for the ``paper``
-    profile, a torchvision dataset (``cifar10``, ``cifar100``; downloads on first use)."""
-    from .data import OFFLINE_DATASETS, load_torchvision, offline_dataset
-
-    if name in OFFLINE_DATASETS:
-        return offline_dataset(name)
-    return load_torchvision(name, "train", size=size), load_torchvision(name, "test", size=size)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The method x setting grid of notebook 03
-# ----------------------------------------------------------------------------------------------------------
-
-def select_lrs(methods, backbone, train_ds: ImageSet, val: ImageSet, *, lrs: dict, num_classes: int, epochs: int,
-               batch_size: int, seed: int, weight_decay: float, amp: bool, train_amp: bool | None = None,
-               method_kwargs: dict | None = None, progress: bool = True):
-    """Per method, the learning rate of ``lrs[method]`` (a list) with the best accuracy on ``val`` after training
-    on ``train_ds`` -> ({method: lr}, rows of every trial). A single candidate is taken without training."""
-    from tqdm.auto import tqdm
-
-    missing = [m for m in methods if not lrs.get(m)]
-    if missing:
-        raise ValueError(f"no learning rate for methods {missing}; lrs has {sorted(lrs)}")
-    chosen = {m: lrs[m][0] for m in methods if len(lrs[m]) == 1}
-    rows = []
-    jobs = [(m, lr) for m in methods if len(lrs[m]) > 1 for lr in lrs[m]]
-    for m, lr in tqdm(jobs, desc="lr selection", disable=not progress):
-        _, hist, accs = fit_and_evaluate(m, backbone, train_ds, {"val": val}, num_classes=num_classes, epochs=epochs,
-                                         lr=lr, batch_size=batch_size, seed=seed, weight_decay=weight_decay, amp=amp,
-                                         train_amp=train_amp, method_kwargs=(method_kwargs or {}).get(m))
-        rows.append({"method": m, "lr": lr, "val_acc": accs["val"], "final_train_loss": hist.loss[-1]})
-    for m in {r["method"] for r in rows}:
-        best = max((r for r in rows if r["method"] == m), key=lambda r: (r["val_acc"], -r["final_train_loss"]))
-        chosen[m] = best["lr"]
-    return {m: chosen[m] for m in methods}, rows
-
-
-def run_methods(methods, backbone, train_sets: dict[str, ImageSet], test: ImageSet, *, num_classes: int, lrs: dict,
-                epochs: int, batch_size: int, seed: int, weight_decay: float, amp: bool, train_amp: bool | None = None,
-                method_kwargs: dict | None = None, keep_setting: str | None = None, progress: bool = True):
-    """Train and test every method on every training set (:func:`fit_and_evaluate`) -> (rows, models of
-    ``keep_setting`` by method name). ``lrs[method]`` is the learning rate; ``method_kwargs[method]`` extra
-    builder arguments (e.g. Pro-Tuning's reduction and blend)."""
-    import time
-
-    from tqdm.auto import tqdm
-
-    missing = [m for m in methods if m not in lrs]
-    if missing:
-        raise ValueError(f"no learning rate for methods {missing}; lrs has {sorted(lrs)}")
-    rows, kept = [], {}
-    jobs = [(s, m) for s in train_sets for m in methods]
-    for setting, name in tqdm(jobs, desc="methods x settings", disable=not progress):
-        t0 = time.perf_counter()
-        train_ds = train_sets[setting]
-        m, hist, accs = fit_and_evaluate(name, backbone, train_ds, {"test": test}, num_classes=num_classes,
-                                         epochs=epochs, lr=lrs[name], batch_size=batch_size, seed=seed,
-                                         weight_decay=weight_decay, amp=amp, train_amp=train_amp,
-                                         method_kwargs=(method_kwargs or {}).get(name))
-        rows.append({"backbone": backbone.name, "setting": setting, "method": name, "acc": accs["test"],
-                     "trainable_params": m.report.trainable, "percent_of_backbone": m.report.percent_of_backbone,
-                     "train_images": len(train_ds), "final_train_loss": hist.loss[-1],
-                     "train_images_per_s": hist.throughput, "seconds": time.perf_counter() - t0})
-        if setting == keep_setting:
-            kept[name] = m
-    return rows, kept
-
-
-def corruption_tables(models: dict, test: ImageSet, suite: CorruptionSuite, backbone, *, amp: bool = True):
-    """Clean and per-(corruption, severity) accuracy of each model -> (long rows, mCA table, per-type table).
-    mCA = mean corruption accuracy over types and severities; relative mCA = mCA / clean accuracy."""
-    import pandas as pd
-
-    from .data import loader_for
-    from .train import evaluate
-
-    rows = []
-    for name, m in models.items():
-        clean = evaluate(m.model, loader_for(test, backbone, batch_size=128), amp=amp)["acc"]
-        rows += [{"method": name, "clean_acc": clean, **r} for r in corruption_accuracy(m.model, suite, backbone, amp=amp)]
-    corr = pd.DataFrame(rows)
-    mca = corr.groupby("method").agg(clean_acc=("clean_acc", "first"), mCA=("acc", "mean")).reindex(list(models))
-    mca["relative_mCA"] = mca["mCA"] / mca["clean_acc"]
-    per_type = corr.pivot_table(index="method", columns="corruption", values="acc").reindex(list(models))
-    return corr, mca.reset_index(), per_type.reset_index()

@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 
 from vpkit import plots  # noqa: E402
 from vpkit.continual import ContinualResult  # noqa: E402
-from vpkit.prompts import coop, l2p  # noqa: E402
+from vpkit.studies import cocoop as coop, image_prompts_l2p as l2p  # noqa: E402
 
 
 def _b2n():
@@ -91,8 +91,7 @@ def test_figures_build():
 def test_holdout_is_disjoint_and_balanced():
     import torch
 
-    from vpkit import shift
-    from vpkit.data import ImageSet
+    from vpkit.data import ImageSet, shift
 
     n = 60
     imgs = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 1, 2, 2).contiguous()
@@ -104,7 +103,7 @@ def test_holdout_is_disjoint_and_balanced():
 
 
 def test_select_lrs_takes_the_best_validation_accuracy(monkeypatch):
-    from vpkit import shift
+    from vpkit.studies import pro_tuning
 
     class H:
         loss = [1.0]
@@ -116,17 +115,17 @@ def test_select_lrs_takes_the_best_validation_accuracy(monkeypatch):
         calls.append((method, lr))
         return None, H(), {"val": score[(method, lr)]}
 
-    monkeypatch.setattr(shift, "fit_and_evaluate", fake)
-    lrs, rows = shift.select_lrs(["a", "b"], None, None, None, lrs={"a": [0.1, 0.3, 1.0], "b": [0.05]}, num_classes=2,
-                                 epochs=1, batch_size=2, seed=0, weight_decay=0.0, amp=False, progress=False)
+    monkeypatch.setattr(pro_tuning, "fit_and_evaluate", fake)
+    lrs, rows = pro_tuning.select_lrs(["a", "b"], None, None, None, lrs={"a": [0.1, 0.3, 1.0], "b": [0.05]},
+                                      num_classes=2, epochs=1, batch_size=2, seed=0, weight_decay=0.0, amp=False, progress=False)
     assert lrs == {"a": 0.3, "b": 0.05} and len(rows) == 3 and ("b", 0.05) not in calls  # one candidate: no trial
     with pytest.raises(ValueError, match="no learning rate"):
-        shift.select_lrs(["c"], None, None, None, lrs={}, num_classes=2, epochs=1, batch_size=2, seed=0,
-                         weight_decay=0.0, amp=False)
+        pro_tuning.select_lrs(["c"], None, None, None, lrs={}, num_classes=2, epochs=1, batch_size=2, seed=0,
+                              weight_decay=0.0, amp=False)
 
 
 def test_protuning_claims_use_the_smallest_margin():
-    from vpkit.prompts import protuning
+    from vpkit.studies import pro_tuning as protuning
 
     acc = pd.DataFrame({"balanced": [0.6, 0.5, 0.7], "lt100": [0.40, 0.45, 0.30]}, index=["protuning", "linear", "full"])
     mca = pd.DataFrame({"method": ["protuning", "full", "linear"], "mCA": [0.5, 0.4, 0.6], "clean_acc": [0.6, 0.7, 0.6],
@@ -160,7 +159,7 @@ def test_claim_notes_compare_margins_with_seed_noise():
 
 
 def test_vpt_method_table_and_studies():
-    from vpkit import protocol
+    from vpkit.studies import vpt as protocol
 
     summary = pd.DataFrame([{"task": t, "method": m, "acc_mean": a, "acc_std": 0.01, "trainable": n,
                              "percent_of_backbone": n / 100, "images_per_s": 10.0}

@@ -3,6 +3,10 @@
 Images are kept in memory as ``uint8`` tensors ``(N, C, H, W)`` at their native resolution; a
 :class:`Loader` resizes and normalises whole batches on the fly, so one copy of a dataset serves every
 backbone and image size.
+
+Submodules: :mod:`vpkit.data.tasks` (the generated VTAB-style Structured tasks), :mod:`vpkit.data.shift`
+(long-tailed sets and the corruption benchmark), :mod:`vpkit.data.continual` (class-incremental task splits
+and the batches of the continual loop).
 """
 from __future__ import annotations
 
@@ -15,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import assets
+from .. import assets
 
-DATA_ROOT = Path(__file__).resolve().parent.parent / "data"
+DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
 
 
 @dataclass
@@ -135,6 +139,14 @@ def load_skimage_photos(names=SKIMAGE_PHOTOS) -> dict[str, np.ndarray]:
             img = (255 * (img.astype(np.float64) / max(img.max(), 1))).astype(np.uint8)
         out[n] = img[..., :3]
     return out
+
+
+def photo_tensor(photo: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> 1x3xSxS uint8, centre-cropped to a square."""
+    h, w = photo.shape[:2]
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return torch.from_numpy(np.ascontiguousarray(photo[top:top + s, left:left + s])).permute(2, 0, 1)[None]
 
 
 def imagenet_class_names() -> list[str]:

@@ -1,6 +1,10 @@
-"""The visual-prompting study (Bahng et al. 2022) as functions: data, one train+evaluate run, baselines, gap.
+"""Study of notebook ``02_visual_prompting`` (Bahng et al. 2022, "Exploring Visual Prompts for Adapting
+Large-Scale Models"): data, one train+evaluate run, baselines, the distribution-gap measure, the template and
+width ablations, the claims. The prompts themselves live in :mod:`vpkit.prompts.pixel`.
 
-Notebook 02 calls these; the prompts themselves live in :mod:`vpkit.prompts.pixel`.
+Settings: :data:`PROFILES` is this notebook's ``smoke`` / ``offline`` / ``paper`` table, kept here beside the
+protocol that reads it (not in one shared table), so that a change of protocol and of its budget are seen in
+one file; :func:`settings` validates through :func:`vpkit.profiles.resolve`.
 """
 from __future__ import annotations
 
@@ -9,11 +13,39 @@ import time
 import numpy as np
 import torch
 
-from . import data as data_lib
-from . import vlm as vlm_lib
-from .metrics import linear_probe
-from .prompts import pixel
-from .train import evaluate, fit, predict
+from .. import data as data_lib
+from .. import vlm as vlm_lib
+from ..methods import build_vp_classifier, build_vp_tp
+from ..metrics import linear_probe
+from ..profiles import resolve
+from ..prompts import pixel
+from ..train import evaluate, fit, predict
+
+
+# 02: visual prompting (Bahng et al. 2022). Offline: the offline VLM at 64 px, padding 8 px (~30/224), a few
+# dozen training images per dataset, a few epochs of Adam; paper: CLIP ViT-B/32, SGD lr 40, 1000 epochs.
+# num_threads=1: on the shared 2-core machine one torch thread trained ~10x faster than two (measured).
+PROFILES = {
+    "smoke": dict(vlm="offline", vision_backbone=None, img_size=32, datasets=["digits"], both_polarities=False,
+                  n_train=10, n_test=10, epochs=1, batch_size=10, lr=0.1, optimizer="adam", warmup_epochs=0,
+                  amp=True, prompt_size=4, patch_size=8, widths=[], mappings=["frequency"],
+                  ablation_dataset="digits", num_threads=1),
+    "offline": dict(vlm="offline", vision_backbone=None, img_size=64,
+                    datasets=["fashion_mnist", "mnist5k", "digits"], both_polarities=True, n_train=100,
+                    n_test=300, epochs=5, batch_size=20, lr=0.1, optimizer="adam", warmup_epochs=0,
+                    amp=True, prompt_size=8, patch_size=16, widths=[2, 4, 16],
+                    mappings=["first_n", "frequency"], ablation_dataset="fashion_mnist", num_threads=1),
+    "paper": dict(vlm="clip_vit_b32", vision_backbone="resnet50", img_size=None,
+                  datasets=["fashion_mnist", "mnist5k", "digits"], both_polarities=True, n_train=1000,
+                  n_test=None, epochs=1000, batch_size=256, lr=40.0, optimizer="sgd", warmup_epochs=1,
+                  amp=True, prompt_size=30, patch_size=50, widths=[1, 5, 10, 50],
+                  mappings=["first_n", "frequency"], ablation_dataset="fashion_mnist", num_threads=None),
+}
+
+
+def settings(profile: str, **overrides) -> dict:
+    """Notebook 02_visual_prompting's settings under ``profile`` (:data:`PROFILES`), with non-None ``overrides`` checked."""
+    return resolve(PROFILES, profile, overrides, notebook="visual_prompting")
 
 
 def task_data(name: str, *, seed: int, n_train: int, n_test: int | None) -> tuple[data_lib.ImageSet, data_lib.ImageSet]:
@@ -150,7 +182,7 @@ def run_datasets(vlm, vision, datasets, *, seed: int, n_train: int, n_test: int 
         for invert in ([chosen, not chosen] if both_polarities else [chosen]):
             tag = f"{name}{'_inv' if invert else ''}"
             probes = linear_probes(vlm, train, test, invert=invert, amp=amp, vision=vision)
-            m = pixel.build_vp_tp(vlm, tf, template="padding", prompt_size=prompt_size, seed=seed)
+            m = build_vp_tp(vlm, tf, template="padding", prompt_size=prompt_size, seed=seed)
             r = train_and_evaluate(m, train, test, vlm, invert=invert, **train_kw)
             prompters[("padding", tag)] = m.model.prompter
             samples[tag] = test.subset([0])
@@ -164,7 +196,7 @@ def run_datasets(vlm, vision, datasets, *, seed: int, n_train: int, n_test: int 
                 continue
             for kind in mappings:
                 mapping = mapping_from_logits(kind, probes["train_imagenet_logits"], train.labels, len(test.classes))
-                mv = pixel.build_vp_classifier(vision, mapping, template="padding", prompt_size=prompt_size, seed=seed)
+                mv = build_vp_classifier(vision, mapping, template="padding", prompt_size=prompt_size, seed=seed)
                 rv = train_and_evaluate(mv, train, test, vision, invert=invert, **train_kw)
                 vision_rows.append({"dataset": name, "mapping": kind,
                                     "imagenet_classes": ", ".join(str(int(i)) for i in mapping),
@@ -186,7 +218,7 @@ def template_ablations(vlm, base: dict, *, dataset: str, seed: int, n_train: int
                   "trainable": base["trainable"], "tp_zero_shot": base["tp_zero_shot"]}]
     prompters = {}
     for t in ("fixed_patch", "random_patch"):
-        m = pixel.build_vp_tp(vlm, tf, template=t, prompt_size=patch_size, seed=seed)
+        m = build_vp_tp(vlm, tf, template=t, prompt_size=patch_size, seed=seed)
         r = train_and_evaluate(m, train, test, vlm, invert=inv, **train_kw)
         prompters[(t, tag)] = m.model.prompter
         templates.append({"template": t, "point": tag, "prompt_size": patch_size, "acc": r["acc"],
@@ -196,7 +228,7 @@ def template_ablations(vlm, base: dict, *, dataset: str, seed: int, n_train: int
         if w == prompt_size:
             acc, n = base["vp_tp"], base["trainable"]
         else:
-            r = train_and_evaluate(pixel.build_vp_tp(vlm, tf, template="padding", prompt_size=w, seed=seed), train, test,
+            r = train_and_evaluate(build_vp_tp(vlm, tf, template="padding", prompt_size=w, seed=seed), train, test,
                                    vlm, invert=inv, **train_kw)
             acc, n = r["acc"], r["trainable"]
         width_rows.append({"prompt_size": w, "acc": acc, "trainable": n})
@@ -220,7 +252,7 @@ def prompt_image_rows(prompters: dict, samples: dict, vlm):
 
 def paper_claims(main, vision, templates, corr: dict) -> list:
     """Bahng et al.'s findings on our runs (``holds`` computed, never typed in); DataFrames from the functions above."""
-    from .report import Claim
+    from ..report import Claim
 
     ch = main[main.chosen]
     tmpl = templates.set_index("template").acc

@@ -22,8 +22,8 @@ import math
 import numpy as np
 import torch
 
-from . import data
-from .data import ImageSet
+from .. import data
+from . import ImageSet
 
 STRUCTURED = ("dsprites_location", "dsprites_orientation", "clevr_count")
 NATURAL = ("fashion_mnist", "mnist5k", "digits", "cifar100")

@@ -1,4 +1,8 @@
-"""The VTAB-1k protocol (Zhai et al. 2019, as used by VPT Sec. 4.1) for any method of :mod:`vpkit.methods`.
+"""Study of notebook ``01_vpt`` (Jia et al., "Visual Prompt Tuning", ECCV 2022).
+
+The prompt module is :class:`vpkit.prompts.vpt.VPT`; this file holds the rest of the paper: the paper's
+numbers (Table 1), its claims, the ablation studies, and the VTAB-1k protocol (Zhai et al. 2019, as used by
+VPT Sec. 4.1) for any method of :mod:`vpkit.methods`:
 
 1. **Tune**: for every (base_lr, weight_decay) of a grid, train on ``train800`` and score on ``val200``.
 2. **Retrain** with the best pair on ``train1000`` (= train800 + val200), once per seed.
@@ -7,6 +11,10 @@
 Learning rates follow the official scaling ``lr = base_lr * batch_size / 256``; SGD with momentum 0.9 and a
 cosine schedule with linear warmup (:func:`vpkit.train.fit`). Each run records its trainable-parameter count,
 the share of the backbone and the training throughput (images/s) measured in that same run.
+
+Settings: :data:`PROFILES` is this notebook's ``smoke`` / ``offline`` / ``paper`` table, kept here beside the
+protocol that reads it (not in one shared table), so that a change of protocol and of its budget are seen in
+one file; :func:`settings` validates through :func:`vpkit.profiles.resolve`.
 """
 from __future__ import annotations
 
@@ -16,10 +24,58 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .backbones import Backbone
-from .data import ImageSet, loader_for
-from .methods import build_method
-from .train import evaluate, fit, seed_everything
+from ..backbones import Backbone
+from ..data import ImageSet, loader_for
+from ..methods import build_method
+from ..profiles import resolve
+from ..train import evaluate, fit, seed_everything
+
+
+PROFILES = {  # notebooks/01_vpt.ipynb (Jia et al. 2022); lr = base_lr * batch_size / 256
+    "smoke": dict(backbone="vit_s14_dinov2", img_size=28, tasks=["digits", "dsprites_location"], render_size=28,
+                  n_train=24, n_val=8, n_test=16, methods=["linear", "vpt_shallow", "vpt_deep", "full"],
+                  extra_methods=["bias"], seeds=[0], extra_seeds=[0],
+                  base_lrs={"linear": [0.08], "vpt_shallow": [0.08, 0.02], "vpt_deep": [0.08], "full": [8e-4],
+                            "bias": [8e-3]},
+                  weight_decays=[1e-4], tune_on={"dsprites_location": "digits"}, optimizer="adamw", epochs=1,
+                  batch_size=16, warmup_epochs=0, amp=True, num_tokens=5, ablation_task="dsprites_location",
+                  ablation_num_tokens=[1], ablation_depths=[1], ablation_locations=["add"],
+                  ablation_outputs=["image_mean"], ablation_seeds=[0]),
+    "offline": dict(backbone="vit_s14_dinov2", img_size=56,
+                    tasks=["digits", "fashion_mnist", "mnist5k", "dsprites_location", "clevr_count"],
+                    render_size=56, n_train=800, n_val=200, n_test=300,
+                    methods=["linear", "vpt_shallow", "vpt_deep", "full"],
+                    extra_methods=["partial_1", "bias", "adapter"], seeds=[0, 1], extra_seeds=[0],
+                    base_lrs={"linear": [0.48, 0.16], "vpt_shallow": [0.16, 0.048], "vpt_deep": [0.16, 0.048],
+                              "full": [1.6e-3, 4.8e-4], "partial_1": [4.8e-3], "bias": [0.048],
+                              "adapter": [0.048]},
+                    weight_decays=[1e-4], tune_on={"fashion_mnist": "digits", "mnist5k": "digits",
+                                                   "clevr_count": "dsprites_location"},
+                    optimizer="adamw", epochs=1, batch_size=16, warmup_epochs=0.2, amp=True, num_tokens=5,
+                    ablation_task="dsprites_location", ablation_num_tokens=[1, 5, 10, 50],
+                    ablation_depths=[1, 6, 12], ablation_locations=["prepend", "add"],
+                    ablation_outputs=["cls", "image_mean", "prompt_mean"], ablation_seeds=[0]),
+    "paper": dict(backbone="vit_b16_in21k", img_size=224,
+                  tasks=["cifar100", "dsprites_location", "dsprites_orientation", "clevr_count"], render_size=224,
+                  n_train=800, n_val=200, n_test=None,
+                  methods=["linear", "vpt_shallow", "vpt_deep", "full"],
+                  extra_methods=["partial_1", "bias", "adapter"], seeds=[0, 1, 2, 3, 4],
+                  extra_seeds=[0, 1, 2, 3, 4],
+                  base_lrs={**{m: [50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05] for m in
+                               ["linear", "bias", "adapter", "vpt_shallow", "vpt_deep"]},
+                            "partial_1": [1.0, 0.5, 0.25, 0.1, 0.05, 0.025, 0.01],
+                            "full": [0.5, 0.25, 0.1, 0.05, 0.025, 0.01, 0.005, 0.0025, 0.001]},
+                  weight_decays=[0.01, 1e-3, 1e-4, 0.0], tune_on={}, optimizer="sgd", epochs=100,
+                  batch_size=128, warmup_epochs=10, amp=True, num_tokens=10, ablation_task="cifar100",
+                  ablation_num_tokens=[1, 5, 10, 50], ablation_depths=[1, 3, 6, 9, 12],
+                  ablation_locations=["prepend", "add"], ablation_outputs=["cls", "image_mean", "prompt_mean"],
+                  ablation_seeds=[0, 1, 2]),
+}
+
+
+def settings(profile: str, **overrides) -> dict:
+    """Notebook 01_vpt's settings under ``profile`` (:data:`PROFILES`), with non-None ``overrides`` checked."""
+    return resolve(PROFILES, profile, overrides, notebook="vpt")
 
 
 @dataclass
@@ -243,3 +299,90 @@ def run_ablations(backbone: Backbone, splits: dict[str, ImageSet], studies: dict
                              weight_decay=weight_decay, seeds=seeds, train=train, base_kwargs=base_kwargs, cache=cache,
                              task=task, study=study)
     return rows
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper's numbers (Jia et al. 2022, ViT-B/16 supervised ImageNet-21k; mean accuracy %) and claims
+# ----------------------------------------------------------------------------------------------------------
+
+PAPER_GROUPS = {  # Table 1: method -> group -> mean accuracy
+    "full": {"FGVC": 88.54, "natural": 75.88, "specialized": 83.36, "structured": 47.64},
+    "linear": {"FGVC": 79.32, "natural": 68.93, "specialized": 77.16, "structured": 26.84},
+    "vpt_shallow": {"FGVC": 84.62, "natural": 76.81, "specialized": 79.66, "structured": 46.98},
+    "vpt_deep": {"FGVC": 89.11, "natural": 78.48, "specialized": 82.43, "structured": 54.98},
+}
+PAPER_CIFAR100 = {"full": 68.9, "linear": 63.4, "vpt_shallow": 77.7, "vpt_deep": 78.8}  # VTAB-1k CIFAR-100
+
+
+def _gap(p: dict, a: str, b: str, group: str) -> float:
+    return round(p[a][group] - p[b][group], 2)
+
+
+def paper_claims(groups_table, per_task, *, ablation=None) -> list:
+    """The paper's headline claims, checked on our results.
+
+    ``groups_table``: :func:`group_means` output (accuracy in [0, 1]; columns natural /
+    structured / all); ``per_task``: :func:`summarize` output; ``ablation``: optional rows
+    with ``study``, ``variant`` and ``acc_test`` (for the 1-prompt and location claims).
+    """
+    from ..report import Claim
+
+    g = groups_table.set_index("method")
+    pt = per_task.pivot_table(index="task", columns="method", values="acc_mean")
+    P = PAPER_GROUPS
+    claims = []
+
+    def has(*ms):
+        return all(m in g.index for m in ms)
+
+    if has("vpt_deep", "vpt_shallow"):
+        d = float(g.loc["vpt_deep", "all"] - g.loc["vpt_shallow", "all"])
+        claims.append(Claim("deep>shallow", "VPT-deep beats VPT-shallow (mean test accuracy over the suite; "
+                            "ours = deep - shallow, points)",
+                            f"+{_gap(P, 'vpt_deep', 'vpt_shallow', 'natural')} Natural, "
+                            f"+{_gap(P, 'vpt_deep', 'vpt_shallow', 'structured')} Structured",
+                            round(100 * d, 2), bool(d > 0)))
+    if has("vpt_deep", "linear"):
+        d = float(g.loc["vpt_deep", "all"] - g.loc["linear", "all"])
+        claims.append(Claim("deep>linear", "VPT-deep beats the linear probe (mean over the suite; ours = deep - "
+                            "linear, points)", f"+{_gap(P, 'vpt_deep', 'linear', 'natural')} Natural, "
+                            f"+{_gap(P, 'vpt_deep', 'linear', 'structured')} Structured",
+                            round(100 * d, 2), bool(d > 0)))
+    if has("vpt_deep", "full"):
+        d = float(g.loc["vpt_deep", "all"] - g.loc["full", "all"])
+        wins = int((pt["vpt_deep"] > pt["full"]).sum())
+        claims.append(Claim("deep>full", "VPT-deep matches or beats full fine-tuning (mean over the suite; ours = "
+                            "deep - full, points)", "deep beats full in 20 of 24 VTAB tasks; "
+                            f"+{_gap(P, 'vpt_deep', 'full', 'natural')} Natural, "
+                            f"+{_gap(P, 'vpt_deep', 'full', 'structured')} Structured",
+                            round(100 * d, 2), bool(d > 0), note=f"deep beats full in {wins} of {len(pt)} tasks"))
+    if {"natural", "structured"} <= set(g.columns):
+        for base in ("linear", "full"):
+            if not has("vpt_deep", base):
+                continue
+            gs = float(g.loc["vpt_deep", "structured"] - g.loc[base, "structured"])
+            gn = float(g.loc["vpt_deep", "natural"] - g.loc[base, "natural"])
+            claims.append(Claim(
+                f"structured_gain_vs_{base}",
+                f"VPT-deep's gain over {base} is larger on Structured than on Natural tasks (ours = structured "
+                f"gain - natural gain, points)",
+                round(_gap(P, "vpt_deep", base, "structured") - _gap(P, "vpt_deep", base, "natural"), 2),
+                round(100 * (gs - gn), 2), bool(gs > gn),
+                note=f"ours: structured {100 * gs:+.2f}, natural {100 * gn:+.2f} points"))
+    if ablation is not None and len(ablation):
+        ab = ablation.groupby(["study", "variant"])["acc_test"].mean()
+        if ("num_tokens", "1") in ab.index and "vpt_shallow" in pt.columns:
+            task = ablation["task"].iloc[0]
+            d = float(ab[("num_tokens", "1")] - pt.loc[task, "vpt_shallow"])
+            claims.append(Claim("one_deep_prompt>shallow", f"VPT-deep with a single prompt per layer beats "
+                                f"VPT-shallow ({task}; ours = difference, points)", "holds (Fig. 7, VTAB)",
+                                round(100 * d, 2), bool(d > 0)))
+        if ("location", "prepend") in ab.index and ("location", "add") in ab.index:
+            d = float(ab[("location", "prepend")] - ab[("location", "add")])
+            claims.append(Claim("prepend>add", "Prepending prompts beats adding them to the patch embeddings "
+                                "(ours = prepend - add, points)", "holds (Fig. 5)", round(100 * d, 2), bool(d > 0)))
+    if has("vpt_deep"):
+        pct = float(per_task.loc[per_task.method == "vpt_deep", "percent_of_backbone"].max())
+        claims.append(Claim("deep_under_1pct_params", "VPT-deep trains < 1% of the backbone's parameters "
+                            "(ours = max % over tasks, prompts + head)", "< 1%", round(pct, 3), bool(pct < 1.0)))
+    return claims

@@ -1,21 +1,50 @@
-"""What frozen representations know: linear / few-shot probes, ImageNet top-k, patch-feature PCA."""
+"""Study of notebook ``00_backbones``: what the frozen offline backbones know before any prompt is learned.
+
+Linear and few-shot probes of pretrained vs randomly initialised features vs raw pixels, ImageNet top-k on
+photos, patch-feature PCA.
+
+Settings: :data:`PROFILES` is this notebook's ``smoke`` / ``offline`` / ``paper`` table, kept here beside the
+protocol that reads it (not in one shared table), so that a change of protocol and of its budget are seen in
+one file; :func:`settings` validates through :func:`vpkit.profiles.resolve`.
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .data import ImageSet, few_shot_indices, loader_for, to_model_input
-from .metrics import linear_probe
-from .train import extract_features
+from ..data import ImageSet, few_shot_indices, loader_for, photo_tensor, to_model_input
+from ..metrics import linear_probe
+from ..profiles import resolve
+from ..train import extract_features
+
+
+PROFILES = {
+    "smoke": dict(backbones=["vit_s14_dinov2", "efficientnet_lite0"], datasets=["digits"], n_train=60,
+                  n_test=40, shots=[1], fewshot_seeds=1, img_sizes={"vit_s14_dinov2": 56,
+                                                                      "efficientnet_lite0": 64},
+                  photos=2, pca_size=112),
+    "offline": dict(backbones=["vit_s14_dinov2", "efficientnet_lite0"],
+                    datasets=["fashion_mnist", "mnist5k", "digits"], n_train=1000, n_test=1000,
+                    shots=[1, 5, 10], fewshot_seeds=5,
+                    img_sizes={"vit_s14_dinov2": 112, "efficientnet_lite0": 224}, photos=16, pca_size=224),
+    "paper": dict(backbones=["vit_b16_in21k", "resnet50"], datasets=["fashion_mnist", "mnist5k", "digits"],
+                  n_train=1000, n_test=None, shots=[1, 5, 10], fewshot_seeds=5,
+                  img_sizes={"vit_b16_in21k": 224, "resnet50": 224}, photos=16, pca_size=224),
+}
+
+
+def settings(profile: str, **overrides) -> dict:
+    """Notebook 00_backbones's settings under ``profile`` (:data:`PROFILES`), with non-None ``overrides`` checked."""
+    return resolve(PROFILES, profile, overrides, notebook="backbones")
 
 
 def featurize(backbone, ds: ImageSet, *, batch_size: int = 64, amp: bool = True, progress: bool = False,
               desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen pooled features of every image in ``ds`` (bf16 autocast by default)."""
-    from .train import _autocast, resolve_device
+    from ..device import autocast, resolve_device
 
     dev = resolve_device("auto")
-    with _autocast(dev, amp):
+    with autocast(dev, amp):
         return extract_features(backbone, loader_for(ds, backbone, batch_size=batch_size), progress=progress,
                                 desc=desc)
 
@@ -43,18 +72,10 @@ def probe_rows(train_x, train_y, test_x, test_y, *, shots, fewshot_seeds: int, s
     return rows
 
 
-def photo_tensor(photo: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 1x3xSxS uint8, centre-cropped to a square."""
-    h, w = photo.shape[:2]
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    return torch.from_numpy(np.ascontiguousarray(photo[top:top + s, left:left + s])).permute(2, 0, 1)[None]
-
-
 @torch.no_grad()
 def imagenet_topk(backbone, photos: dict, *, k: int = 5) -> list[dict]:
     """Top-k ImageNet predictions of a backbone with a 1000-way classifier on each photo."""
-    from .data import imagenet_class_names
+    from ..data import imagenet_class_names
 
     names = imagenet_class_names()
     rows = []
