@@ -29,7 +29,7 @@ from torch import nn
 from . import metrics
 from .data import ImageSet
 from .data.continual import BatchLoader, Task
-from .device import resolve_device
+from .device import autocast, resolve_device
 from .train import fit
 
 TRAIN_MASKS = ("task", "seen")
@@ -45,7 +45,7 @@ def outputs(fn, loader, *, device: str = "auto", amp: bool = False) -> torch.Ten
     dev = resolve_device(device)
     outs = []
     for x, _ in loader:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cpu"):
+        with autocast(dev, amp):
             outs.append(fn(x.to(dev)).float().cpu())
     return torch.cat(outs)
 
@@ -195,7 +195,7 @@ def evaluate_task(model, loader, seen: torch.Tensor, *, amp: bool = False, devic
     model.eval()
     correct = n = 0
     for x, y in loader:
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cpu"):
+        with autocast(dev, amp):
             logits = model(x.to(dev)).float().cpu()
         correct += (mask_logits(logits, seen.cpu()).argmax(-1) == y).sum().item()
         n += len(y)

@@ -1,11 +1,37 @@
-"""Where tensors run and in which precision: the one place a device is chosen.
+"""Where tensors run, in which precision and on how many threads: chosen here, by measurement, and nowhere else.
 
-``device="auto"`` means CUDA when present, else the CPU. :func:`autocast` is the mixed-precision context every
-loop uses: bf16 on CPU, fp16 on CUDA when ``amp=True``.
+* **Device.** ``device="auto"`` means CUDA when present, else the CPU (:func:`resolve_device`).
+* **Precision.** ``precision="auto"`` (every profile's default) times a 512x512 matmul and one ViT-S-block-shaped
+  MLP forward (272 tokens x 384 -> 1536 -> 384) in fp32 and under bf16 autocast, once per process (a few
+  milliseconds each, best of 3), and uses bf16 only where it is clearly faster (both at least
+  :data:`BF16_MIN_SPEEDUP` x): on CPUs with native bf16 (AVX512-BF16 / AMX) it is about 2x faster; on AVX2-only
+  CPUs bf16 is emulated and 7-50x *slower*, so ``auto`` picks fp32 there. ``"fp32"`` / ``"bf16"`` force one.
+  On CUDA, ``auto`` keeps fp16 autocast. A loop asks for mixed precision with ``amp=True``;
+  :func:`autocast` turns that into bf16/fp16 autocast only when the chosen precision is not fp32.
+* **Threads.** ``threads="auto"`` times the same MLP forward with 1 thread and with every core this process may
+  use, and keeps the faster (more threads unless one thread is clearly faster). Measured on the 2-core
+  project machine (AMD EPYC with AVX512-BF16, idle): two threads gave 1.7-2.0x the throughput of one for
+  matmuls and ViT-S/14 forwards, 1.5x for a batched CoCoOp step and the same for a per-image loop; the old
+  profiles' ``num_threads=1`` ("one thread ~10x faster") was measured on a heavily loaded machine, where
+  oversubscribed threads spin - the measurement sees that case too and then picks one thread.
+
+:func:`configure` applies both once per notebook (the settings cell calls it) and :func:`describe` is what every
+``run.json`` records: the precision and threads used, the CPU's capability and model, and the measured ratios.
 """
 from __future__ import annotations
 
+import os
+import platform
+import time
+from typing import Callable
+
 import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+BF16_MIN_SPEEDUP = 1.2  # bf16 must be at least this much faster than fp32 on both probes to be chosen
+THREADS_MIN_SPEEDUP = 1.2  # one thread must be this much faster than all of them to be chosen
+
+_STATE: dict = {"precision": "auto", "threads": None, "measured": {}}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -15,8 +41,174 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def autocast(device: torch.device, amp: bool):
-    """The autocast context of a loop on ``device``: disabled unless ``amp``; bf16 on CPU, fp16 on CUDA."""
-    if not amp:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16)
+# ----------------------------------------------------------------------------------------------------------
+# Measurement
+# ----------------------------------------------------------------------------------------------------------
+
+def best_time(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Best wall time of ``repeats`` calls of ``fn`` after one warm-up call (seconds)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _probes(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(512, 512, generator=g), torch.randn(512, 512, generator=g)
+    mlp = torch.nn.Sequential(torch.nn.Linear(384, 1536), torch.nn.GELU(), torch.nn.Linear(1536, 384))
+    x = torch.randn(16 * 17, 384, generator=g)  # ViT-S/14 at 56 px: batch 16 x (16 patches + CLS)
+    return {"matmul": (lambda: a @ b, 2 * 512 ** 3), "forward": (lambda: mlp(x), 2 * 2 * 272 * 384 * 1536)}
+
+
+def measure_precision(*, timer: Callable[[Callable], float] = best_time) -> dict:
+    """Seconds of each probe in fp32 and under CPU bf16 autocast, GFLOP/s, and the fp32/bf16 time ratios.
+
+    ``timer(fn) -> seconds`` is injectable (tests pass a fake one that reads the autocast state)."""
+    out = {}
+    with torch.no_grad():
+        for name, (fn, flops) in _probes().items():
+            for prec in ("fp32", "bf16"):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16"):
+                    s = timer(fn)
+                out[f"{name}_{prec}_s"] = s
+                out[f"{name}_{prec}_gflops"] = flops / s / 1e9 if s > 0 else float("inf")
+            out[f"{name}_bf16_speedup"] = out[f"{name}_fp32_s"] / out[f"{name}_bf16_s"]
+    return out
+
+
+def choose_precision(measured: dict, *, min_speedup: float = BF16_MIN_SPEEDUP) -> str:
+    """``"bf16"`` if bf16 autocast was at least ``min_speedup`` x faster on every probe, else ``"fp32"``."""
+    ratios = [v for k, v in measured.items() if k.endswith("_bf16_speedup")]
+    if not ratios:
+        raise ValueError("measured has no '*_bf16_speedup' entries; pass measure_precision()'s result")
+    return "bf16" if min(ratios) >= min_speedup else "fp32"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def measure_threads(*, candidates: tuple[int, ...] | None = None,
+                    timer: Callable[[Callable], float] = best_time) -> dict:
+    """Seconds of the MLP probe at each thread count in ``candidates`` (default: 1 and every core)."""
+    candidates = candidates or tuple(sorted({1, available_cores()}))
+    fn, _ = _probes()["forward"]
+    before = torch.get_num_threads()
+    out = {}
+    try:
+        with torch.no_grad():
+            for n in candidates:
+                torch.set_num_threads(n)
+                out[n] = timer(fn)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def choose_threads(seconds: dict[int, float], *, min_speedup: float = THREADS_MIN_SPEEDUP) -> int:
+    """The largest thread count, unless a smaller one is at least ``min_speedup`` x faster than it."""
+    if not seconds:
+        raise ValueError("seconds is empty; pass measure_threads()'s result")
+    most = max(seconds)
+    fastest = min(seconds, key=seconds.get)
+    return fastest if seconds[most] >= min_speedup * seconds[fastest] else most
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The process-wide choice
+# ----------------------------------------------------------------------------------------------------------
+
+def configure(*, precision: str = "auto", threads: int | str | None = "auto", verbose: bool = False,
+              timer: Callable[[Callable], float] = best_time) -> dict:
+    """Set this process's precision and torch thread count; returns :func:`describe` (printed as one line
+    with ``verbose``).
+
+    ``precision``: ``"auto"`` (measure), ``"fp32"`` or ``"bf16"``. ``threads``: ``"auto"`` (measure), an int,
+    or ``None`` (leave torch's default)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; allowed: {PRECISIONS}")
+    if not (threads is None or threads == "auto" or (isinstance(threads, int) and threads >= 1)):
+        raise ValueError(f"threads={threads!r}; allowed: 'auto', None or an int >= 1")
+    _STATE["precision"], _STATE["measured"] = precision, {}
+    if threads == "auto":
+        secs = measure_threads(timer=timer)
+        _STATE["measured"]["thread_seconds"] = {str(k): v for k, v in secs.items()}
+        threads = choose_threads(secs)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    _STATE["threads"] = torch.get_num_threads()
+    if precision == "auto" and resolve_device("auto").type == "cpu":
+        _STATE["measured"].update(measure_precision(timer=timer))
+    info = describe()
+    if verbose:
+        ratio = f", bf16/fp32 speed {info['forward_bf16_speedup']:.2f}x" if "forward_bf16_speedup" in info else ""
+        print(f"{info['device']}: {info['precision']} for mixed-precision loops (setting {precision!r}{ratio}), "
+              f"{info['torch_threads']} of {info['available_cores']} cores; {info['cpu_model']} "
+              f"({info['cpu_capability']})")
+    return info
+
+
+def cpu_precision() -> str:
+    """The precision CPU loops use now: the forced one, or the measured choice (measured once per process)."""
+    if _STATE["precision"] != "auto":
+        return _STATE["precision"]
+    if "matmul_bf16_speedup" not in _STATE["measured"]:
+        _STATE["measured"].update(measure_precision())
+    return choose_precision(_STATE["measured"])
+
+
+def precision(device: torch.device | str = "auto") -> str:
+    """The precision of a mixed-precision (``amp=True``) loop on ``device``: ``fp32`` / ``bf16`` on CPU, ``fp16``
+    on CUDA unless ``bf16`` was forced."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return "bf16" if _STATE["precision"] == "bf16" else "fp32" if _STATE["precision"] == "fp32" else "fp16"
+    return cpu_precision()
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device | str, amp: bool):
+    """The autocast context of a loop on ``device``: disabled unless ``amp`` and the chosen precision is not
+    fp32; then bf16 (CPU) or fp16 (CUDA) autocast."""
+    dev = resolve_device(device) if isinstance(device, str) else device
+    p = precision(dev) if amp else "fp32"
+    if p == "fp32":
+        return torch.autocast(dev.type, enabled=False)
+    return torch.autocast(dev.type, dtype=_DTYPES[p])
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def describe() -> dict:
+    """What ``run.json`` records: device, precision of ``amp`` loops, threads, CPU capability and model, the
+    measured fp32/bf16 ratios and thread timings."""
+    dev = resolve_device("auto")
+    m = _STATE["measured"]
+    info = {"device": str(dev), "precision_setting": _STATE["precision"], "precision": precision(dev),
+            "torch_threads": torch.get_num_threads(), "available_cores": available_cores(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model()}
+    for k in ("matmul_bf16_speedup", "forward_bf16_speedup", "matmul_fp32_gflops", "matmul_bf16_gflops"):
+        if k in m:
+            info[k] = round(m[k], 3)
+    if "thread_seconds" in m:
+        info["thread_seconds"] = {k: round(v, 6) for k, v in m["thread_seconds"].items()}
+    return info

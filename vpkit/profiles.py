@@ -10,17 +10,21 @@ from __future__ import annotations
 import copy
 
 PROFILE_NAMES = ("smoke", "offline", "paper")
+# Every profile also carries these unless its table sets them: the numeric precision of mixed-precision loops and
+# the torch thread count, both chosen by measurement on the machine at hand (:func:`vpkit.device.configure`).
+RUNTIME_DEFAULTS = {"precision": "auto", "num_threads": "auto"}
 
 
 def resolve(table: dict[str, dict], profile: str, overrides: dict | None = None, *, notebook: str = "") -> dict:
-    """A deep copy of ``table[profile]`` with the non-None ``overrides`` applied; unknown keys and profiles
-    fail with the allowed values. The result also carries ``profile``."""
+    """A deep copy of ``table[profile]`` (plus :data:`RUNTIME_DEFAULTS` where it does not set them) with the
+    non-None ``overrides`` applied; unknown keys and profiles fail with the allowed values. The result also
+    carries ``profile``."""
     if profile not in PROFILE_NAMES:
         raise ValueError(f"profile={profile!r}; allowed: {PROFILE_NAMES}")
     if set(table) != set(PROFILE_NAMES):
         raise ValueError(f"the profile table of {notebook or 'this study'} must define {PROFILE_NAMES}; "
                          f"it has {sorted(table)}")
-    cfg = copy.deepcopy(table[profile])
+    cfg = {**RUNTIME_DEFAULTS, **copy.deepcopy(table[profile])}
     for k, v in (overrides or {}).items():
         if v is None:
             continue

@@ -109,16 +109,17 @@ class Results:
                                           "claims": claims, **extra})
 
     def run_info(self, **extra) -> Path:
-        """``run.json``: profile, seed, git sha + dirty flag, versions, device, wall time, config."""
-        import torch
-
+        """``run.json``: profile, seed, git sha + dirty flag, versions, device, precision, threads and the CPU
+        (:func:`vpkit.device.describe`), wall time, config."""
+        from .device import describe
         from .netguard import active
-        from .device import resolve_device
 
+        runtime = describe()
+        wall = round(time.time() - self._t0, 1)
+        print(f"wall time {wall / 60:.1f} min ({runtime['precision']}, {runtime['torch_threads']} threads)")
         return self.json("run.json", {
             "profile": self.profile, "seed": self.seed, "git": git_state(), "versions": package_versions(),
-            "device": str(resolve_device("auto")), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "network_blocked": active(), "wall_time_s": round(time.time() - self._t0, 1),
+            **runtime, "platform": platform.platform(), "network_blocked": active(), "wall_time_s": wall,
             "config": self.config, **extra})
 
 

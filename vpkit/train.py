@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .device import autocast, resolve_device
+from .device import autocast, precision, resolve_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -115,9 +115,11 @@ class History:
     lr: list[float] = field(default_factory=list)
     images_per_s: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    precision: str = "fp32"  # what the training steps ran in (vpkit.device.precision)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("epoch", "loss", "train_acc", "lr", "images_per_s", "seconds")}
+        return {k: getattr(self, k) for k in ("epoch", "loss", "train_acc", "lr", "images_per_s", "seconds",
+                                                "precision")}
 
     @property
     def throughput(self) -> float:
@@ -147,7 +149,7 @@ def fit(model: nn.Module, train_loader, *, epochs: int, lr: float, weight_decay:
     warmup = int(round(warmup_epochs * steps_per_epoch))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_warmup(s, total=total, warmup=warmup))
     ce = nn.CrossEntropyLoss()
-    hist = History()
+    hist = History(precision=precision(dev) if amp else "fp32")
     t_start = time.perf_counter()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     for epoch in range(epochs):

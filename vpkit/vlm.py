@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import assets
+from .device import autocast
 
 
 @dataclass(frozen=True)
@@ -432,7 +433,7 @@ def encode_images(vlm: VLM, images: torch.Tensor, *, invert: bool = False, batch
     out = []
     for i in range(0, len(images), batch_size):
         x = to_model_input(images[i:i + batch_size], size=pp.img_size, mean=pp.mean, std=pp.std, invert=invert)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with autocast(x.device, amp):
             out.append(vlm.encode_image(x).float())
     return F.normalize(torch.cat(out), dim=-1)
 

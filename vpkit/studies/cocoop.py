@@ -26,14 +26,14 @@ from ..vlm import VLM
 
 # 04: CoOp / CoCoOp (Zhou et al. 2022) on the offline VLM with frozen image features computed once.
 # Offline: 3 datasets, K in {1, 2, 4, 8, 16}, 3 seeds, CoOp 20 epochs (paper 200), CoCoOp 4 epochs at batch 4
-# (paper 10 at batch 1); num_threads=1: one torch thread trains these tiny text batches faster than two.
+# (paper 10 at batch 1).
 PROFILES = {
     "smoke": dict(vlm="offline", img_size=32, datasets=["digits"], shots=[2], n_test_per_class=2, seeds=[0],
                   n_ctx=4, ctx_init="a photo of a", template="a photo of a {}.",
                   coop=dict(epochs=1, batch_size=4, lr=0.2), cocoop=dict(epochs=1, batch_size=2, lr=0.05),
                   optimizer="sgd", warmup_epochs=0, shift_dataset="digits", shifts=["inverted"],
                   cross=[], ablation_dataset="digits", ablation_init=False, ablation_seeds=[0],
-                  ablation_n_ctx=[1], ablation_bigger_coop=False, timing_batch=2, timing_repeats=1, num_threads=1),
+                  ablation_n_ctx=[1], ablation_bigger_coop=False, timing_batch=2, timing_repeats=1),
     "offline": dict(vlm="offline", img_size=128, datasets=["fashion_mnist", "mnist5k", "digits"],
                     shots=[1, 2, 4, 8, 16], n_test_per_class=50, seeds=[1, 2, 3], n_ctx=4, ctx_init="a photo of a",
                     template="a photo of a {}.", coop=dict(epochs=20, batch_size=16, lr=0.2),
@@ -41,7 +41,7 @@ PROFILES = {
                     shift_dataset="fashion_mnist", shifts=["inverted", "gaussian_noise:3"],
                     cross=[["mnist5k", "digits"]], ablation_dataset="fashion_mnist", ablation_init=True,
                     ablation_seeds=[1, 2, 3], ablation_n_ctx=[1, 8, 16], ablation_bigger_coop=True,
-                    timing_batch=8, timing_repeats=3, num_threads=1),
+                    timing_batch=8, timing_repeats=3),
     "paper": dict(vlm="clip_vit_b16", img_size=None,
                   datasets=["eurosat", "dtd", "flowers102", "oxford_pets", "food101", "caltech101",
                             "fgvc_aircraft", "sun397"],
@@ -367,6 +367,7 @@ def step_times(vlm: VLM, fs: FeatureSet, *, k: int, seed: int, batch: int, repea
     coop = CoOp(vlm, names, seed=seed, **prompt_kw)
     out["coop_s_per_step"] = step_seconds(coop, coop, x, y, repeats=repeats)
     out["threads"] = torch.get_num_threads()
+    out["precision"] = "fp32"  # the prompt steps run without autocast
     return out
 
 

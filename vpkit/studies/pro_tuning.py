@@ -172,7 +172,8 @@ def run_methods(methods, backbone, train_sets: dict[str, ImageSet], test: ImageS
         rows.append({"backbone": backbone.name, "setting": setting, "method": name, "acc": accs["test"],
                      "trainable_params": m.report.trainable, "percent_of_backbone": m.report.percent_of_backbone,
                      "train_images": len(train_ds), "final_train_loss": hist.loss[-1],
-                     "train_images_per_s": hist.throughput, "seconds": time.perf_counter() - t0})
+                     "train_images_per_s": hist.throughput, "train_precision": hist.precision,
+                     "seconds": time.perf_counter() - t0})
         if setting == keep_setting:
             kept[name] = m
     return rows, kept

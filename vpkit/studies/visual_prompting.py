@@ -15,6 +15,7 @@ import torch
 
 from .. import data as data_lib
 from .. import vlm as vlm_lib
+from ..device import autocast
 from ..methods import build_vp_classifier, build_vp_tp
 from ..metrics import linear_probe
 from ..profiles import resolve
@@ -24,17 +25,16 @@ from ..train import evaluate, fit, predict
 
 # 02: visual prompting (Bahng et al. 2022). Offline: the offline VLM at 64 px, padding 8 px (~30/224), a few
 # dozen training images per dataset, a few epochs of Adam; paper: CLIP ViT-B/32, SGD lr 40, 1000 epochs.
-# num_threads=1: on the shared 2-core machine one torch thread trained ~10x faster than two (measured).
 PROFILES = {
     "smoke": dict(vlm="offline", vision_backbone=None, img_size=32, datasets=["digits"], both_polarities=False,
                   n_train=10, n_test=10, epochs=1, batch_size=10, lr=0.1, optimizer="adam", warmup_epochs=0,
                   amp=True, prompt_size=4, patch_size=8, widths=[], mappings=["frequency"],
-                  ablation_dataset="digits", num_threads=1),
+                  ablation_dataset="digits"),
     "offline": dict(vlm="offline", vision_backbone=None, img_size=64,
                     datasets=["fashion_mnist", "mnist5k", "digits"], both_polarities=True, n_train=100,
                     n_test=300, epochs=5, batch_size=20, lr=0.1, optimizer="adam", warmup_epochs=0,
                     amp=True, prompt_size=8, patch_size=16, widths=[2, 4, 16],
-                    mappings=["first_n", "frequency"], ablation_dataset="fashion_mnist", num_threads=1),
+                    mappings=["first_n", "frequency"], ablation_dataset="fashion_mnist"),
     "paper": dict(vlm="clip_vit_b32", vision_backbone="resnet50", img_size=None,
                   datasets=["fashion_mnist", "mnist5k", "digits"], both_polarities=True, n_train=1000,
                   n_test=None, epochs=1000, batch_size=256, lr=40.0, optimizer="sgd", warmup_epochs=1,
@@ -90,7 +90,7 @@ def train_and_evaluate(method, train, test, model, *, invert: bool, epochs: int,
     after = evaluate(method.model, te, amp=amp)["acc"]
     return {"method": method.name, "before": before, "acc": after, "train_acc": hist.train_acc[-1],
             "final_loss": hist.loss[-1], "trainable": method.report.trainable,
-            "train_images_per_s": hist.throughput, "seconds": time.perf_counter() - t0}
+            "train_images_per_s": hist.throughput, "precision": hist.precision, "seconds": time.perf_counter() - t0}
 
 
 @torch.no_grad()
@@ -98,7 +98,7 @@ def frozen_outputs(vlm, ds, *, invert: bool, batch_size: int = 64, amp: bool = T
     """One frozen pass of the offline VLM's image side: Lite0 pooled features, ImageNet logits, joint embedding."""
     feats, logits, emb = [], [], []
     for x, _ in loader(ds, vlm, batch_size=batch_size, invert=invert):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with autocast(x.device, amp):
             if hasattr(vlm, "image_parts"):
                 f, lg = vlm.image_parts(x)
                 z = vlm.alignment.image(f.float(), lg.float())
@@ -191,7 +191,8 @@ def run_datasets(vlm, vision, datasets, *, seed: int, n_train: int, n_test: int 
                          "gain": r["acc"] - r["before"], "probe_features": probes["probe_features"],
                          "probe_embedding": probes["probe_embedding"], "chance": 1 / len(test.classes),
                          "trainable": r["trainable"], "seconds": r["seconds"],
-                         "train_images_per_s": r["train_images_per_s"], "n_train": len(train), "n_test": len(test)})
+                         "train_images_per_s": r["train_images_per_s"], "precision": r["precision"],
+                         "n_train": len(train), "n_test": len(test)})
             if invert != chosen:
                 continue
             for kind in mappings:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..device import autocast
 from ..profiles import resolve
 from ..vlm import (DATASET_CLASSNAMES, VLM, Alignment, OfflineVLM, _embed, _freeze, dark_background, encode_images,
                    zero_shot_predict)
@@ -85,7 +86,7 @@ def _offline_parts(vlm: "OfflineVLM", images: torch.Tensor, *, invert: bool, bat
     fs, ls = [], []
     for i in range(0, len(images), batch_size):
         x = to_model_input(images[i:i + batch_size], size=pp.img_size, mean=pp.mean, std=pp.std, invert=invert)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        with autocast(x.device, amp):
             f, l = vlm.image_parts(x)
         fs.append(f.float())
         ls.append(l.float())

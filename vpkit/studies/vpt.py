@@ -26,6 +26,7 @@ import numpy as np
 
 from ..backbones import Backbone
 from ..data import ImageSet, loader_for
+from ..device import precision
 from ..methods import build_method
 from ..profiles import resolve
 from ..train import evaluate, fit, seed_everything
@@ -107,6 +108,7 @@ class RunResult:
     images_per_s: float
     train_seconds: float
     final_train_acc: float
+    precision: str = "fp32"  # of the training steps: fp32 / bf16 (vpkit.device)
     method_kwargs: dict = field(default_factory=dict)
 
     def row(self, **labels) -> dict:
@@ -126,7 +128,8 @@ def train_and_eval(method: str, backbone: Backbone, train_set: ImageSet, eval_se
     m = build_method(method, backbone, num_classes, **kw)
     loader = loader_for(train_set, backbone, batch_size=train.batch_size, shuffle=True, seed=seed)
     common = dict(method=method, seed=seed, base_lr=base_lr, weight_decay=weight_decay, trainable=m.report.trainable,
-                  percent_of_backbone=m.report.percent_of_backbone, method_kwargs=kw)
+                  percent_of_backbone=m.report.percent_of_backbone, method_kwargs=kw,
+                  precision=precision() if train.amp else "fp32")
     try:
         hist = fit(m.model, loader, epochs=train.epochs, lr=train.lr(base_lr), weight_decay=weight_decay,
                    optimizer=train.optimizer, momentum=train.momentum, warmup_epochs=train.warmup_epochs,

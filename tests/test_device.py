@@ -1,0 +1,97 @@
+"""Precision and threads chosen by measurement (vpkit.device): the choice logic under fake timers, forced modes."""
+import copy
+import json
+
+import pytest
+import torch
+
+from vpkit import device
+
+
+@pytest.fixture(autouse=True)
+def restore_device_state():
+    state, threads = copy.deepcopy(device._STATE), torch.get_num_threads()
+    yield
+    device._STATE.clear()
+    device._STATE.update(state)
+    torch.set_num_threads(threads)
+
+
+def bf16_costs(factor):
+    """A fake timer: a probe costs ``factor`` seconds under CPU bf16 autocast and 1 s in fp32."""
+    return lambda fn: factor if torch.is_autocast_enabled("cpu") else 1.0
+
+
+def test_slow_bf16_chooses_fp32_and_fast_bf16_chooses_bf16():
+    slow = device.measure_precision(timer=bf16_costs(7.0))  # an AVX2-only CPU: bf16 emulated
+    assert slow["matmul_bf16_speedup"] == pytest.approx(1 / 7) and device.choose_precision(slow) == "fp32"
+    fast = device.measure_precision(timer=bf16_costs(0.5))  # native bf16
+    assert fast["forward_bf16_speedup"] == pytest.approx(2.0) and device.choose_precision(fast) == "bf16"
+    # "clearly faster" on every probe: a 10% gain is not enough, nor a gain on one probe only
+    assert device.choose_precision(device.measure_precision(timer=bf16_costs(0.9))) == "fp32"
+    assert device.choose_precision({"matmul_bf16_speedup": 2.0, "forward_bf16_speedup": 1.0}) == "fp32"
+
+
+def test_auto_follows_the_measurement_into_the_loops():
+    device.configure(precision="auto", threads=None, timer=bf16_costs(7.0))
+    assert device.precision("cpu") == "fp32"
+    with device.autocast(torch.device("cpu"), amp=True):
+        assert not torch.is_autocast_enabled("cpu")
+    device.configure(precision="auto", threads=None, timer=bf16_costs(0.5))
+    assert device.precision("cpu") == "bf16"
+    with device.autocast(torch.device("cpu"), amp=True):
+        assert torch.is_autocast_enabled("cpu")
+    with device.autocast(torch.device("cpu"), amp=False):  # a loop that asks for fp32 gets fp32
+        assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("forced, dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_forced_precision_is_honoured_whatever_the_timer_says(forced, dtype):
+    calls = []
+    info = device.configure(precision=forced, threads=None, timer=lambda fn: calls.append(1) or 1.0)
+    assert not calls, "a forced precision measures nothing"
+    assert info["precision"] == forced and info["precision_setting"] == forced
+    a = torch.randn(8, 8)
+    with device.autocast(torch.device("cpu"), amp=True):
+        assert (a @ a).dtype == dtype
+
+
+def test_fit_records_the_precision_it_trained_in():
+    from vpkit.train import fit
+
+    model = torch.nn.Linear(4, 2)
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    device.configure(precision="fp32", threads=None)
+    assert fit(model, batches, epochs=1, lr=0.1, amp=True, progress=False).precision == "fp32"
+    device.configure(precision="bf16", threads=None)
+    assert fit(model, batches, epochs=1, lr=0.1, amp=True, progress=False).precision == "bf16"
+    assert fit(model, batches, epochs=1, lr=0.1, amp=False, progress=False).precision == "fp32"
+
+
+def test_thread_choice():
+    assert device.choose_threads({1: 1.0, 2: 0.55}) == 2  # an idle 2-core machine
+    assert device.choose_threads({1: 0.1, 2: 1.0}) == 1  # oversubscribed: one thread much faster
+    assert device.choose_threads({1: 0.95, 2: 1.0}) == 2  # not clearly faster: keep every core
+    secs = device.measure_threads(candidates=(1, 2), timer=lambda fn: 1.0 / torch.get_num_threads())
+    assert secs == {1: 1.0, 2: 0.5}
+    info = device.configure(precision="fp32", threads="auto",
+                            timer=lambda fn: 1.0 if torch.get_num_threads() == 1 else 5.0)
+    assert info["torch_threads"] == 1 and set(info["thread_seconds"]) >= {"1"}
+    assert device.configure(precision="fp32", threads=1)["torch_threads"] == 1
+
+
+@pytest.mark.parametrize("kw, match", [({"precision": "fp16"}, "allowed"), ({"threads": 0}, "threads"),
+                                       ({"threads": "many"}, "threads")])
+def test_bad_settings_name_the_allowed_values(kw, match):
+    with pytest.raises(ValueError, match=match):
+        device.configure(**kw)
+
+
+def test_run_json_records_precision_and_cpu(tmp_path):
+    from vpkit import report
+
+    device.configure(precision="fp32", threads=1)
+    res = report.Results(tmp_path / "r", profile="smoke", seed=0, config={})
+    run = json.loads(res.run_info().read_text())
+    assert run["precision"] == "fp32" and run["precision_setting"] == "fp32" and run["torch_threads"] == 1
+    assert run["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and run["cpu_model"]
