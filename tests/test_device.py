@@ -95,3 +95,12 @@ def test_run_json_records_precision_and_cpu(tmp_path):
     run = json.loads(res.run_info().read_text())
     assert run["precision"] == "fp32" and run["precision_setting"] == "fp32" and run["torch_threads"] == 1
     assert run["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and run["cpu_model"]
+
+
+def test_replicate_offers_the_same_precisions_and_prints_a_summary():
+    from vpkit import harness
+
+    assert harness.PRECISIONS == device.PRECISIONS
+    table = harness.summary_table([{"notebook": "vpt", "minutes": 2.0, "precision": "fp32", "threads": 2, "cpu": "x"},
+                                   {"notebook": "vlm", "minutes": 1.5, "precision": "fp32", "threads": 2, "cpu": "x"}])
+    assert "vpt" in table and table.splitlines()[-1].split() == ["total", "3.5"]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from .profiles import PROFILE_NAMES
 
+PRECISIONS = ("auto", "fp32", "bf16")  # = vpkit.device.PRECISIONS (not imported: keeps `list` free of torch)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -67,6 +69,23 @@ def run_notebook(name: str, *, profile: str = "offline", results_root: str | Pat
     return final
 
 
+def _summary_row(name: str, out_dir: Path, seconds: float) -> dict:
+    import json
+
+    run = json.loads((out_dir / "run.json").read_text()) if (out_dir / "run.json").exists() else {}
+    return {"notebook": name, "minutes": seconds / 60, "precision": run.get("precision", "?"),
+            "threads": run.get("torch_threads", "?"), "cpu": f"{run.get('cpu_model', '?')} ({run.get('cpu_capability', '?')})"}
+
+
+def summary_table(rows: list[dict]) -> str:
+    """The closing table of ``replicate``: notebook, minutes, precision, threads, CPU, and the total."""
+    lines = [f"{'notebook':20s} {'minutes':>8s}  {'precision':9s} {'threads':>7s}  cpu"]
+    lines += [f"{r['notebook']:20s} {r['minutes']:8.1f}  {r['precision']:9s} {str(r['threads']):>7s}  {r['cpu']}"
+              for r in rows]
+    lines.append(f"{'total':20s} {sum(r['minutes'] for r in rows):8.1f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vpkit", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -74,6 +93,8 @@ def main(argv=None) -> int:
     rp.add_argument("names", nargs="*", help=f"notebooks to run (default: all): {list(NOTEBOOKS)}")
     rp.add_argument("--profile", default="offline", choices=PROFILE_NAMES)
     rp.add_argument("--results", default=str(REPO_ROOT / "results"), help="results root (default: results/)")
+    rp.add_argument("--precision", choices=PRECISIONS, default=None,
+                    help="numeric precision of mixed-precision loops (default: each profile's 'auto', measured)")
     sub.add_parser("list", help="list the notebooks")
     rd = sub.add_parser("readme", help="refresh README's quoted results from results/ (or --check them)")
     rd.add_argument("--check", action="store_true")
@@ -106,15 +127,20 @@ def main(argv=None) -> int:
     for n in names:
         if n not in NOTEBOOKS:
             ap.error(f"unknown notebook {n!r}; known: {list(NOTEBOOKS)}")
+    params = {"precision": args.precision} if args.precision else None
+    summary = []
     for i, n in enumerate(names, 1):
         t0 = time.time()
         print(f"[{i}/{len(names)}] {n} ({NOTEBOOKS[n]}) profile={args.profile}", flush=True)
         try:
-            out = run_notebook(n, profile=args.profile, results_root=args.results)
+            out = run_notebook(n, profile=args.profile, results_root=args.results, parameters=params)
         except NotebookFailed as e:
             print(f"FAILED: {e}", file=sys.stderr)
+            print(summary_table(summary))
             return 1
+        summary.append(_summary_row(n, out.parent, time.time() - t0))
         print(f"[{i}/{len(names)}] {n} done in {time.time() - t0:.0f}s -> {out.parent}", flush=True)
+    print(summary_table(summary))
     if args.profile == "offline" and Path(args.results).resolve() == (REPO_ROOT / "results").resolve():
         from .report import sync_readme
 
