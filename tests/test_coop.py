@@ -130,3 +130,23 @@ def test_paper_datasets_go_through_torchvision_with_k_shot_pools(vlm, monkeypatc
     assert fs.train.shape == (24, vlm.embed_dim) and len(fs.test_labels) == 12
     with pytest.raises(ValueError, match="unknown dataset name='imagenet'.*offline.*paper"):
         cocoop.dataset_features(vlm, "imagenet", max_shots=1, n_test_per_class=1)
+
+
+def test_class_specific_with_a_phrase_init_is_an_explicit_error(vlm):
+    """Official CoOp silently trains one unified context when CSC and ctx_init are both set; we refuse."""
+    with pytest.raises(ValueError, match="class_specific=True with ctx_init"):
+        coop.CoOp(vlm, NAMES, n_ctx=None, ctx_init="a photo of a", class_specific=True)
+
+
+def test_zero_shot_baseline_uses_the_official_per_dataset_template(vlm, monkeypatch):
+    """Official zsclip.py: CUSTOM_TEMPLATES[dataset], e.g. EuroSAT 'a centered satellite photo of {}.'."""
+    assert cocoop.zero_shot_template("eurosat") == "a centered satellite photo of {}."
+    assert cocoop.zero_shot_template("dtd") == "{} texture."
+    assert cocoop.zero_shot_template("fashion_mnist") == "a photo of a {}."  # offline: no official template
+    used = []
+    monkeypatch.setattr(cocoop, "zero_shot_accuracy", lambda vlm, x, y, names, template="": used.append(template) or 0.5)
+    names = ["annual crop", "forest", "herbaceous vegetation", "highway"]
+    f = torch.nn.functional.normalize(feats(vlm, 8), dim=-1)
+    fs = cocoop.FeatureSet("eurosat", names, f, torch.arange(8) % 4, f, torch.arange(8) % 4, {}, False)
+    row, _ = cocoop.base_to_new(vlm, fs, "zero_shot", k=1, train_kw={})
+    assert used == ["a centered satellite photo of {}."] * 2 and row["base"] == 0.5

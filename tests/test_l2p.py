@@ -5,7 +5,7 @@ import torch
 
 from vpkit import continual, metrics
 from vpkit.data import to_model_input
-from vpkit.data.continual import class_incremental_split
+from vpkit.data.continual import class_incremental_split, images_of
 from vpkit.methods import build_l2p_model
 from vpkit.backbones import build_backbone
 from vpkit.data import ImageSet
@@ -164,3 +164,63 @@ def test_train_mask_keeps_old_head_rows_and_lwf_runs(tiny):
     assert np.isfinite(lwf.forgetting)
     with pytest.raises(ValueError, match="train_mask"):
         continual.ContinualConfig(train_mask="none")
+
+
+def _two_class_task(n=32):
+    images = torch.randint(0, 255, (n, 3, 16, 16), dtype=torch.uint8)
+    labels = torch.cat([torch.zeros(n // 2), torch.ones(n // 2)]).long()  # class blocks, as our offline sets
+    return ImageSet(images, labels, ["a", "b"], "t")
+
+
+def test_test_batches_mix_classes_as_the_official_dataset_order():
+    """Official L2P: each task's test set in dataset order (classes interleaved), batches of 16, so the
+    batch-wise prompt vote sees several classes. Class blocks would show it one class: a label leak."""
+    from types import SimpleNamespace
+
+    ds = _two_class_task()
+    bb = SimpleNamespace(img_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    cfg = continual.ContinualConfig()
+    assert cfg.eval_batch_size == 16 and cfg.test_order == "mixed"
+    mixed = [y for _, y in continual._test_loader(ds, bb, cfg)]
+    assert all(len(y) == 16 and len(set(y.tolist())) == 2 for y in mixed)
+    again = [y for _, y in continual._test_loader(ds, bb, cfg)]
+    assert all(torch.equal(a, b) for a, b in zip(mixed, again)), "the same fixed order for every run"
+    blocks = [y for _, y in continual._test_loader(ds, bb, continual.ContinualConfig(test_order="by_class"))]
+    assert all(len(set(y.tolist())) == 1 for y in blocks)
+    with pytest.raises(ValueError, match="test_order"):
+        continual.ContinualConfig(test_order="random")
+
+
+def test_official_optimisation_constant_lr_and_clipping(monkeypatch):
+    """Official configs/cifar100_l2p.py: a constant learning rate and gradients clipped to norm 1.0."""
+    from vpkit.train import fit
+
+    cfg = continual.ContinualConfig()
+    assert (cfg.schedule, cfg.grad_clip) == ("constant", 1.0)
+    model = torch.nn.Linear(4, 2, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    x, y = torch.randn(8, 4) * 1e3, torch.randint(0, 2, (8,))  # a huge gradient
+    hist = fit(model, [(x, y)] * 3, epochs=2, lr=0.5, optimizer="sgd", momentum=0.0, schedule="constant",
+               grad_clip=1.0, progress=False)
+    assert hist.lr == [0.5, 0.5]  # no cosine decay
+    w0 = model.weight.detach().clone()
+    fit(model, [(x, y)], epochs=1, lr=0.5, optimizer="sgd", momentum=0.0, schedule="constant", grad_clip=1.0,
+        progress=False)
+    assert (model.weight.detach() - w0).norm().item() <= 0.5 * 1.0 + 1e-6  # one step moves at most lr * clip
+    seen = {}
+    monkeypatch.setattr(continual, "fit", lambda *a, **kw: seen.update(kw) or fit(*a, **kw))
+    task = continual.Task(0, [0, 1], _two_class_task(8), _two_class_task(8))
+    from types import SimpleNamespace
+
+    class Plain(torch.nn.Module):  # takes the loop's Batch like the L2P model does
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 16 * 16, 2)
+
+        def forward(self, x):
+            return self.fc(images_of(x).flatten(1))
+
+    m = Plain()
+    continual.run_continual(m, [task], SimpleNamespace(img_size=16, mean=(0.5,) * 3, std=(0.5,) * 3),
+                            cfg=continual.ContinualConfig(epochs=1, batch_size=4, lr=1e-3), name="t", num_classes=2)
+    assert seen["schedule"] == "constant" and seen["grad_clip"] == 1.0

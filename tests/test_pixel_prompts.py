@@ -30,7 +30,21 @@ def test_parameter_counts_and_shapes_any_size(template, size, image, expected):
     assert p.prompt().shape == (3, image, image)
     x = torch.randn(4, 3, image, image)
     assert p(x).shape == x.shape
-    assert torch.equal(p(x), x)  # zero initialisation: the untrained prompt is the frozen model
+    assert not torch.equal(p(x), x)  # official N(0, 1) init: the untrained prompt is a noisy frame
+    with p.disabled():
+        assert torch.equal(p(x), x)  # switched off: the frozen model's input
+    assert torch.equal(PixelPrompter(template=template, prompt_size=size, image_size=image, init="zeros")(x), x)
+
+
+def test_initial_prompt_has_unit_variance_as_the_official_randn():
+    """Official prompters: ``nn.Parameter(torch.randn(...))`` - N(0, 1) in normalised pixel space."""
+    p = PixelPrompter(template="padding", prompt_size=30, image_size=224, seed=1)
+    v = torch.cat([t.detach().flatten() for t in p.parameters()])
+    assert v.numel() == 69840 and abs(v.mean().item()) < 0.02 and abs(v.std().item() - 1.0) < 0.02
+    again = PixelPrompter(template="padding", prompt_size=30, image_size=224, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(p.parameters(), again.parameters()))  # reproducible by seed
+    with pytest.raises(ValueError, match="init"):
+        PixelPrompter(template="padding", prompt_size=3, image_size=16, init="ones")
 
 
 def test_padding_prompt_is_a_frame_only():
@@ -60,15 +74,17 @@ def _filled(template, seed=0, size=4, image=16):
     return p
 
 
-def test_random_patch_reproducible_by_seed_and_varies_by_image():
+def test_random_patch_one_location_per_batch_in_the_official_range():
+    """Official ``RandomPatchPrompter``: ``x_ = np.random.choice(S - p)`` (and ``y_``) once per forward, so
+    every image of the batch gets the patch at the same place, corners in ``[0, S - p - 1]``."""
     x = torch.zeros(8, 3, 16, 16)
     a, b, c = _filled("random_patch", seed=3), _filled("random_patch", seed=3), _filled("random_patch", seed=4)
     ya, yb, yc = a(x), b(x), c(x)
     assert torch.equal(ya, yb)
     assert not torch.equal(ya, yc)
-    corners = a.locations(64)
-    assert corners.min() >= 0 and corners.max() <= 12
-    assert len({tuple(r) for r in corners.tolist()}) > 1  # per-image locations
+    assert all(torch.equal(ya[0], ya[i]) for i in range(8))  # one location for the whole batch
+    corners = [a.location() for _ in range(400)]
+    assert min(min(c) for c in corners) == 0 and max(max(c) for c in corners) == 16 - 4 - 1
     a.reset_generator()
     assert torch.equal(a(x), yb)
     # every image carries the whole patch exactly once
@@ -143,8 +159,9 @@ def test_vp_classifier_with_label_mapping_on_test_cnn():
     x = torch.randn(4, 3, bb.img_size, bb.img_size)
     with torch.no_grad():
         full = bb.model(x)
-    out = method.model(x)
-    assert torch.allclose(out, full[:, mapping], atol=1e-5)  # zero prompt = the frozen mapped logits
+    with method.model.prompter.disabled():
+        out = method.model(x)
+    assert torch.allclose(out, full[:, mapping], atol=1e-5)  # no prompt = the frozen mapped logits
     frozen = _state(bb.model)
     fit(method.model, [(x, torch.tensor([0, 1, 2, 0]))], epochs=1, lr=0.5, optimizer="sgd", progress=False)
     for k, v in _state(bb.model).items():

@@ -68,15 +68,69 @@ def test_partial_depth_carries_prompt_outputs(tiny):
     assert torch.allclose(out1, ins[2]), "after prompt_depth blocks, the prompt outputs flow on unchanged"
 
 
-def test_add_location_keeps_length_and_adds_to_patches(tiny):
+def test_add_location_matches_the_official_ablation(tiny):
+    """Official (vit_ablations, "add"): the prompt has one row per token, CLS included, and is added to the
+    embedded sequence ``x = x + prompt``; the sequence length stays the same."""
     m = build_method("vpt_deep", tiny, 5, location="add", output="image_mean").model
     x = torch.randn(2, 3, 160, 160)
     ins = _block_inputs(m, x)
     ref = embed_tokens(m.vit, x)
-    assert ins[0].shape == ref.shape == (2, 101, 64)
-    assert torch.allclose(ins[0][:, 1:], ref[:, 1:] + m.prompt_embeddings[0])
-    assert torch.equal(ins[0][:, 0], ref[:, 0])
-    assert m.prompt_embeddings.shape == (6, 100, 64)
+    official = ref + m.prompt_embeddings[0].unsqueeze(0)  # (B, 1 + N, D) + (1, 1 + N, D)
+    assert ins[0].shape == ref.shape == (2, 101, 64) and m.prompt_embeddings.shape == (6, 101, 64)
+    assert torch.allclose(ins[0], official) and not torch.allclose(ins[0][:, 0], ref[:, 0])
+
+
+def test_prompt_dropout_masks_differ_per_image(tiny):
+    """Official: ``prompt_dropout(prompt_proj(prompt).expand(B, -1, -1))`` - one mask per image, not per batch."""
+    m = build_method("vpt_shallow", tiny, 5, num_tokens=8, dropout=0.5).model.train()
+    torch.manual_seed(0)
+    p = m._prompts(0, 4)
+    dropped = p == 0
+    assert dropped.any() and not all(torch.equal(dropped[0], dropped[i]) for i in range(1, 4))
+    kept = ~dropped
+    assert torch.allclose(p[kept], (m.prompt_embeddings[0].unsqueeze(0).expand(4, -1, -1) * 2)[kept])
+
+
+def test_head_init_matches_the_official_mlp_head(tiny):
+    """Official ``MLP(special_bias=True)`` last layer: kaiming_normal_(a=0, mode="fan_out"), bias = -log 99."""
+    import math
+
+    from vpkit.prompts.vpt import init_head
+
+    torch.manual_seed(0)
+    m = build_method("vpt_deep", tiny, 100, num_tokens=2).model
+    w, b = m.head.weight, m.head.bias
+    assert torch.allclose(b, torch.full_like(b, -math.log(99.0)))
+    official_std = math.sqrt(2.0 / w.shape[0])  # gain sqrt(2) for a=0, fan_out = out_features
+    assert abs(w.std().item() - official_std) / official_std < 0.05 and abs(w.mean().item()) < 0.01
+    torch_default = init_head(torch.nn.Linear(64, 100), "torch")
+    assert torch_default.weight.std().item() < 0.6 * official_std  # nn.Linear: 1/sqrt(3 fan_in), half of it here
+    with pytest.raises(ValueError, match="allowed"):
+        init_head(torch.nn.Linear(4, 2), "xavier")
+
+
+def test_vpt_protocol_gives_every_method_the_official_head(tiny):
+    import math
+
+    from vpkit.data import ImageSet
+    from vpkit.studies import vpt as protocol
+
+    ds = ImageSet(torch.randint(0, 255, (8, 3, 32, 32), dtype=torch.uint8), torch.arange(8) % 2, ["a", "b"], "t")
+    tc = protocol.TrainConfig(epochs=1, batch_size=4, warmup_epochs=0, optimizer="sgd")
+    seen = {}
+    real = protocol.fit
+
+    def spy(model, loader, **kw):
+        seen["bias"] = model.head.bias.detach().clone()
+        return real(model, loader, **kw)
+
+    protocol.fit = spy
+    try:
+        protocol.train_and_eval("linear", tiny, ds, {"test": ds}, num_classes=2, base_lr=0.0, weight_decay=0.0,
+                                seed=0, train=tc)
+    finally:
+        protocol.fit = real
+    assert torch.allclose(seen["bias"], torch.full((2,), -math.log(99.0)))
 
 
 def test_outputs_pool_the_right_tokens(tiny):
@@ -146,7 +200,9 @@ def test_prompts_alone_steer_the_prediction(tiny):
     image to the class the frozen model predicts least. Fails if the prompts do not reach the read-out
     (inserted at the wrong place, detached, overwritten after the last block)."""
     torch.manual_seed(0)
-    m = build_method("vpt_deep", tiny, 2, num_tokens=4, dropout=0.0).model
+    # PyTorch's head init: with 2 classes the official kaiming fan-out head has weights of std 1, whose frozen
+    # logits the 10 steps below cannot flip; the test is about the prompt path, not the head
+    m = build_method("vpt_deep", tiny, 2, num_tokens=4, dropout=0.0, head_init="torch").model
     m.head.requires_grad_(False)
     x = torch.randn(16, 3, 160, 160, generator=torch.Generator().manual_seed(1))
     ce = torch.nn.functional.cross_entropy

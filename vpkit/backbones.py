@@ -100,8 +100,9 @@ BACKBONES = {
     "vit_s14_dinov2": (_vit_s14, "vit", 112, IMAGENET_MEAN, IMAGENET_STD, False),
     "efficientnet_lite0": (_lite0, "cnn", 224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), True),
     # paper: the papers' checkpoints via timm (needs internet)
-    "vit_b16_in21k": (_timm_paper("vit_base_patch16_224.augreg_in21k", num_classes=0), "vit", 224,
-                      (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), False),
+    # VPT's official code: the original imagenet21k_ViT-B_16.npz (timm's orig_in21k) with ImageNet mean/std
+    "vit_b16_in21k": (_timm_paper("vit_base_patch16_224.orig_in21k", num_classes=0), "vit", 224,
+                      IMAGENET_MEAN, IMAGENET_STD, False),
     "resnet50": (_timm_paper("resnet50.a1_in1k"), "cnn", 224, IMAGENET_MEAN, IMAGENET_STD, True),
     # tests: tiny random models, no download
     "test_vit": (_timm_random("test_vit", num_classes=0), "vit", 160, IMAGENET_MEAN, IMAGENET_STD, False),

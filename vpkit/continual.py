@@ -30,9 +30,11 @@ from . import metrics
 from .data import ImageSet
 from .data.continual import BatchLoader, Task
 from .device import autocast, resolve_device
-from .train import fit
+from .train import SCHEDULES, fit
 
 TRAIN_MASKS = ("task", "seen")
+TEST_ORDERS = ("mixed", "by_class")
+TEST_ORDER_SEED = 1234  # the fixed permutation of every task's test set under test_order="mixed"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -89,10 +91,22 @@ class ContinualConfig:
     gen_lwf_weight: float = 0.0  # LwF on a generator: MSE to the previous task's generator outputs
     amp: bool = False
     seed: int = 0
+    # the official optimisation (l2p-pytorch configs/cifar100_l2p.py): constant lr, gradients clipped to norm 1
+    schedule: str = "constant"
+    grad_clip: float | None = 1.0
+    # the official evaluation: each task's test set in dataset order (classes interleaved) in batches of 16, so
+    # the batch-wise prompt vote (selection="batch") sees many classes; "by_class" = class blocks (a label leak
+    # for batch-wise selection)
+    eval_batch_size: int = 16
+    test_order: str = "mixed"
 
     def __post_init__(self):
         if self.train_mask not in TRAIN_MASKS:
             raise ValueError(f"train_mask={self.train_mask!r}; allowed: {TRAIN_MASKS}")
+        if self.test_order not in TEST_ORDERS:
+            raise ValueError(f"test_order={self.test_order!r}; allowed: {TEST_ORDERS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; allowed: {SCHEDULES}")
         for k in ("lwf_weight", "gen_lwf_weight"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
@@ -207,10 +221,20 @@ def _loader(ds, backbone, cfg, *, shuffle, seed=0, query=None, teacher=None, bat
                        std=backbone.std, shuffle=shuffle, seed=seed, query=query, teacher=teacher)
 
 
+def _test_loader(ds, backbone, cfg, *, query=None):
+    """A task's test set in ``cfg.test_order`` (``mixed``: one fixed permutation, the same for every run) in
+    batches of ``cfg.eval_batch_size``."""
+    return _loader(ds, backbone, cfg, shuffle=cfg.test_order == "mixed", seed=TEST_ORDER_SEED, query=query,
+                   batch_size=cfg.eval_batch_size)
+
+
 def run_continual(model: nn.Module, tasks: list[Task], backbone, *, cfg: ContinualConfig, name: str,
                   queries: QueryCache | None = None, num_classes: int | None = None, eval_batch_size: int = 64,
                   progress: bool = False, device: str = "auto") -> ContinualResult:
     """Train ``model`` on ``tasks`` in order with :func:`vpkit.train.fit`; fill the accuracy matrix.
+
+    ``eval_batch_size`` is for the LwF teacher pass only; tests run in ``cfg.eval_batch_size`` batches in
+    ``cfg.test_order``.
 
     LwF teachers are the model as it was before the task (logits cached on the task's training images);
     LwF on a generator compares with a frozen copy of ``model.generator`` taken at the task start.
@@ -241,19 +265,20 @@ def run_continual(model: nn.Module, tasks: list[Task], backbone, *, cfg: Continu
                          teacher=teacher)
         hists.append(fit(model, loader, epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer,
                          weight_decay=cfg.weight_decay, amp=cfg.amp, device=device, progress=progress,
+                         schedule=cfg.schedule, grad_clip=cfg.grad_clip,
                          desc=f"{name} task {t + 1}/{T}",
                          loss_fn=make_loss(current=current, seen=seen, cfg=cfg, old=old, old_generator=old_gen)))
         n_img += cfg.epochs * len(task.train)
         for j in range(t + 1):
             q_te = queries.test[j] if queries is not None else None
-            acc[t, j] = evaluate_task(model, _loader(tasks[j].test, backbone, cfg, shuffle=False, query=q_te,
-                                                     batch_size=eval_batch_size), seen, amp=cfg.amp, device=device)
+            acc[t, j] = evaluate_task(model, _test_loader(tasks[j].test, backbone, cfg, query=q_te), seen,
+                                      amp=cfg.amp, device=device)
     return ContinualResult(name, acc, time.perf_counter() - t0, n_img, hists)
 
 
 def run_joint(model: nn.Module, tasks: list[Task], backbone, *, cfg: ContinualConfig, name: str = "joint",
-              queries: QueryCache | None = None, num_classes: int | None = None, eval_batch_size: int = 64,
-              progress: bool = False, device: str = "auto") -> ContinualResult:
+              queries: QueryCache | None = None, num_classes: int | None = None, progress: bool = False,
+              device: str = "auto") -> ContinualResult:
     """Upper bound: one training run on the union of all tasks (every class at once), then each task tested."""
     C = num_classes or tasks[0].train.num_classes
     all_classes = [c for t in tasks for c in t.classes]
@@ -267,11 +292,11 @@ def run_joint(model: nn.Module, tasks: list[Task], backbone, *, cfg: ContinualCo
     cfg_joint.train_mask = "seen"
     hist = fit(model, _loader(union, backbone, cfg, shuffle=True, seed=cfg.seed * 1000, query=q),
                epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, amp=cfg.amp,
-               device=device, progress=progress, desc=name,
+               device=device, progress=progress, desc=name, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
                loss_fn=make_loss(current=seen, seen=seen, cfg=cfg_joint, old=None, old_generator=None))
-    row = [evaluate_task(model, _loader(t.test, backbone, cfg, shuffle=False,
-                                        query=queries.test[j] if queries is not None else None,
-                                        batch_size=eval_batch_size), seen, amp=cfg.amp, device=device)
+    row = [evaluate_task(model, _test_loader(t.test, backbone, cfg,
+                                             query=queries.test[j] if queries is not None else None),
+                         seen, amp=cfg.amp, device=device)
            for j, t in enumerate(tasks)]
     return ContinualResult(name, np.array([row]), time.perf_counter() - t0, cfg.epochs * len(union), [hist],
                            joint=True)

@@ -17,6 +17,7 @@ from torch import nn
 from .device import autocast, precision, resolve_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
 
 
 def seed_everything(seed: int) -> None:
@@ -94,6 +95,15 @@ def cosine_warmup(step: int, *, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def lr_multiplier(step: int, *, total: int, warmup: int, schedule: str = "cosine") -> float:
+    """LR multiplier of ``schedule``: ``cosine`` (:func:`cosine_warmup`) or ``constant`` (1 after the warmup)."""
+    if schedule == "cosine":
+        return cosine_warmup(step, total=total, warmup=warmup)
+    if schedule == "constant":
+        return (step + 1) / warmup if warmup > 0 and step < warmup else 1.0
+    raise ValueError(f"schedule={schedule!r}; allowed: {SCHEDULES}")
+
+
 def make_optimizer(params, *, optimizer: str, lr: float, weight_decay: float, momentum: float = 0.9):
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -130,14 +140,18 @@ class History:
 def fit(model: nn.Module, train_loader, *, epochs: int, lr: float, weight_decay: float = 0.0,
         optimizer: str = "sgd", momentum: float = 0.9, warmup_epochs: float = 0, device: str = "auto",
         amp: bool = False, loss_fn: Callable | None = None, grad_clip: float | None = None,
-        progress: bool = True, desc: str = "train", callbacks: Iterable[Callable] = ()) -> History:
-    """Train the parameters of ``model`` that require grad; cosine schedule with linear warmup.
+        schedule: str = "cosine", progress: bool = True, desc: str = "train",
+        callbacks: Iterable[Callable] = ()) -> History:
+    """Train the parameters of ``model`` that require grad; linear warmup, then ``schedule`` (``cosine`` decay
+    to 0, or ``constant``); gradients clipped to norm ``grad_clip`` when given.
 
     ``model(x)`` returns logits; ``loss_fn(model, x, y) -> (loss, logits)`` overrides cross-entropy (e.g. to
     add L2P's pull loss). Each callback is called as ``cb(epoch, history)`` after every epoch.
     """
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule={schedule!r}; allowed: {SCHEDULES}")
     from tqdm.auto import tqdm
 
     dev = resolve_device(device)
@@ -147,7 +161,8 @@ def fit(model: nn.Module, train_loader, *, epochs: int, lr: float, weight_decay:
     steps_per_epoch = len(train_loader)
     total = epochs * steps_per_epoch
     warmup = int(round(warmup_epochs * steps_per_epoch))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_warmup(s, total=total, warmup=warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_multiplier(s, total=total, warmup=warmup,
+                                                                        schedule=schedule))
     ce = nn.CrossEntropyLoss()
     hist = History(precision=precision(dev) if amp else "fp32")
     t_start = time.perf_counter()

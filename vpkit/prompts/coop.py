@@ -60,6 +60,10 @@ class PromptLearner(nn.Module):
         emb = vlm.token_embedding
         self.ctx_start = int(vlm.ctx_start)
         self.trim_padding = _trim_ok(vlm) if trim_padding is None else bool(trim_padding)
+        if ctx_init and class_specific:
+            raise ValueError("class_specific=True with ctx_init: CoOp's official code silently falls back to one "
+                             "unified context in this case; pass ctx_init=None (random class-specific context, "
+                             "the official CSC) or class_specific=False")
         if ctx_init:
             init = vlm.tokenize(ctx_init)
             n_init = int(init.eot[0]) - self.ctx_start
@@ -69,8 +73,6 @@ class PromptLearner(nn.Module):
             n_ctx = n_init
             with torch.no_grad():
                 vec = emb(init.ids[0, self.ctx_start:self.ctx_start + n_ctx]).float().clone()
-            if class_specific:
-                vec = vec.unsqueeze(0).repeat(len(classnames), 1, 1)
         else:
             if n_ctx is None or n_ctx < 1:
                 raise ValueError(f"n_ctx={n_ctx} must be >= 1 for random init (ctx_init=None)")

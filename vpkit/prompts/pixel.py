@@ -5,8 +5,14 @@ input of a frozen model: ``x' = x + v`` (Sec. 3, Eq. 1). Three templates (Sec. 4
 
 * ``padding``: a learned frame of width ``prompt_size`` around the image (30 px on 224 px = 69,840 parameters);
 * ``fixed_patch``: a learned ``prompt_size x prompt_size`` patch at the top-left corner;
-* ``random_patch``: the same patch at a random location per image, drawn from a seeded ``torch.Generator``
-  (so a run is reproducible by ``seed``; no numpy randomness in ``forward``).
+* ``random_patch``: the same patch at a random location, one location per batch (every image of a forward
+  call shares it) with corners in ``[0, S - p - 1]``, as the official ``RandomPatchPrompter``
+  (``np.random.choice(S - p)``); drawn from a seeded ``torch.Generator`` (reproducible by ``seed``; no numpy
+  randomness in ``forward``).
+
+Initialisation (``init``): ``"randn"``, N(0, 1) in normalised pixel space as the official prompters
+(``torch.randn``), drawn from a generator seeded by ``seed``, so an untrained prompt is a noisy frame; ``"zeros"``
+starts at the frozen model. Baselines "before prompting" switch the prompt off (:meth:`PixelPrompter.disabled`).
 
 Two ways to read a class out of the frozen model:
 
@@ -22,6 +28,7 @@ The study (datasets, baselines, ablations, claims) is :mod:`vpkit.studies.visual
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +36,7 @@ import torch
 from torch import nn
 
 TEMPLATES = ("padding", "fixed_patch", "random_patch")
+INITS = ("randn", "zeros")
 TP_TEMPLATE = "This is a photo of a {}"  # the paper's text prompt (Sec. 4.1)
 
 
@@ -40,21 +48,25 @@ class PixelPromptConfig:
     prompt_size: int = 30
     image_size: int = 224
     channels: int = 3
-    seed: int = 0  # random_patch locations
+    seed: int = 0  # the initial values and the random_patch locations
+    init: str = "randn"  # official: torch.randn; "zeros": start at the frozen model
 
     def __post_init__(self):
         if self.template not in TEMPLATES:
             raise ValueError(f"template={self.template!r}; allowed: {TEMPLATES}")
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r}; allowed: {INITS}")
         if self.image_size < 1 or self.channels < 1:
             raise ValueError(f"image_size={self.image_size} and channels={self.channels} must be >= 1")
-        limit = (self.image_size - 1) // 2 if self.template == "padding" else self.image_size
+        limit = {"padding": (self.image_size - 1) // 2, "fixed_patch": self.image_size,
+                 "random_patch": self.image_size - 1}[self.template]  # random: corners in [0, S - p - 1]
         if not 1 <= self.prompt_size <= limit:
             raise ValueError(f"prompt_size={self.prompt_size} must be in 1..{limit} for template="
                              f"{self.template!r} on image_size={self.image_size}")
 
 
 class PixelPrompter(nn.Module):
-    """Adds a learned pixel prompt to ``(B, C, S, S)`` images (Bahng et al. Eq. 1); parameters start at zero.
+    """Adds a learned pixel prompt to ``(B, C, S, S)`` images (Bahng et al. Eq. 1); parameters start N(0, 1).
 
     ``padding`` stores the frame as four tensors (top/bottom ``C x p x S``, left/right ``C x (S-2p) x p``),
     so its count is ``2Cp S + 2Cp (S - 2p)``; the patch templates store one ``C x p x p`` patch.
@@ -65,14 +77,17 @@ class PixelPrompter(nn.Module):
         cfg = PixelPromptConfig(**{**(cfg.__dict__ if cfg is not None else {}), **kwargs})
         self.cfg = cfg
         c, p, s = cfg.channels, cfg.prompt_size, cfg.image_size
-        if cfg.template == "padding":
-            self.pad_up = nn.Parameter(torch.zeros(c, p, s))
-            self.pad_down = nn.Parameter(torch.zeros(c, p, s))
-            self.pad_left = nn.Parameter(torch.zeros(c, s - 2 * p, p))
-            self.pad_right = nn.Parameter(torch.zeros(c, s - 2 * p, p))
+        g = torch.Generator().manual_seed(int(cfg.seed))
+        new = (lambda *shape: torch.randn(*shape, generator=g)) if cfg.init == "randn" else torch.zeros
+        if cfg.template == "padding":  # the official order: up, down, left, right
+            self.pad_up = nn.Parameter(new(c, p, s))
+            self.pad_down = nn.Parameter(new(c, p, s))
+            self.pad_left = nn.Parameter(new(c, s - 2 * p, p))
+            self.pad_right = nn.Parameter(new(c, s - 2 * p, p))
         else:
-            self.patch = nn.Parameter(torch.zeros(c, p, p))
+            self.patch = nn.Parameter(new(c, p, p))
         self.generator = torch.Generator().manual_seed(int(cfg.seed))
+        self.enabled = True
 
     @property
     def template(self) -> str:
@@ -94,23 +109,34 @@ class PixelPrompter(nn.Module):
         out[:, :p, :p] = self.patch
         return out
 
-    def locations(self, batch_size: int) -> torch.Tensor:
-        """``(B, 2)`` top-left corners (row, col) for ``random_patch``, drawn from the module's generator."""
-        hi = self.cfg.image_size - self.cfg.prompt_size + 1
-        return torch.randint(0, hi, (batch_size, 2), generator=self.generator)
+    def location(self) -> tuple[int, int]:
+        """One top-left corner (row, col) in ``[0, S - p - 1]`` for ``random_patch``, from the module's generator
+        (official: ``np.random.choice(S - p)`` for each coordinate, once per forward call)."""
+        r, q = torch.randint(0, self.cfg.image_size - self.cfg.prompt_size, (2,), generator=self.generator).tolist()
+        return r, q
+
+    @contextlib.contextmanager
+    def disabled(self):
+        """Inside this context the prompter returns its input unchanged (the unprompted frozen baseline)."""
+        before, self.enabled = self.enabled, False
+        try:
+            yield self
+        finally:
+            self.enabled = before
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c, s = self.cfg.channels, self.cfg.image_size
         if x.ndim != 4 or x.shape[1] != c or x.shape[-2:] != (s, s):
             raise ValueError(f"expected images (B, {c}, {s}, {s}) for this prompter, got {tuple(x.shape)}")
+        if not self.enabled:
+            return x
         if self.cfg.template != "random_patch":
             return x + self.prompt().to(x.dtype).unsqueeze(0)
         p = self.cfg.prompt_size
-        loc = self.locations(x.shape[0]).tolist()
-        canvas = torch.zeros(x.shape[0], c, s, s, dtype=self.patch.dtype, device=self.patch.device)
-        for i, (r, q) in enumerate(loc):  # B small writes; differentiable w.r.t. the patch
-            canvas[i, :, r:r + p, q:q + p] = self.patch
-        return x + canvas.to(x.dtype)
+        r, q = self.location()
+        canvas = torch.zeros(c, s, s, dtype=self.patch.dtype, device=self.patch.device)
+        canvas[:, r:r + p, q:q + p] = self.patch  # differentiable w.r.t. the patch
+        return x + canvas.to(x.dtype).unsqueeze(0)
 
 
 def num_prompt_parameters(template: str, prompt_size: int, image_size: int, channels: int = 3) -> int:

@@ -8,12 +8,15 @@
 ``prompt_depth`` is the number of first blocks that receive fresh prompts: 1 is shallow, ``len(blocks)``
 is deep, anything between is the depth ablation (Fig. 7). Only the prompts and the linear head train.
 
-Ablation knobs (Sec. 4.3): ``location`` "prepend" (default) or "add" (Fig. 5: one prompt per patch, added
-element-wise to the patch embeddings, sequence length unchanged); ``output`` read by the head (Fig. 6):
+Ablation knobs (Sec. 4.3): ``location`` "prepend" (default) or "add" (Fig. 5: one prompt per token, added
+element-wise to the CLS/prefix and patch embeddings as the official ablation code does, sequence length
+unchanged); ``output`` read by the head (Fig. 6):
 "cls" (default), "image_mean" (mean of the image-patch tokens) or "prompt_mean" (mean of the prompt tokens).
 Initialisation follows the official code: uniform in ``[-b, b]`` with ``b = sqrt(6 / (3 * patch**2 + d))``
 (xavier-uniform of a patch-embedding-shaped fan-in/fan-out); prompt dropout is applied to the prompts
-before insertion (0.1 for deep in the official demo).
+after they are expanded to the batch, so each image gets its own mask (0.1 for deep in the official demo).
+The head is initialised as the official ``MLP`` head with ``special_bias``: kaiming-normal weights (fan-out)
+and every bias at ``-log((1 - 0.01) / 0.01)`` (:func:`init_head`; ``head_init="torch"`` keeps PyTorch's).
 
 The backbone is an unforked timm ``VisionTransformer``: :mod:`vpkit.prompts.vit` gives token-level access.
 Builder: :func:`vpkit.methods.build_vpt`; the VTAB-1k protocol, the paper's numbers and claims:
@@ -61,6 +64,21 @@ class VPTConfig:
         return VPTConfig(self.num_tokens, depth, self.dropout, self.location, self.output)
 
 
+HEAD_INITS = ("official", "torch")
+HEAD_PRIOR = 0.01  # the official head's prior probability: bias = -log((1 - p) / p)
+
+
+def init_head(head: nn.Linear, how: str = "official") -> nn.Linear:
+    """The official VPT head init (``src/models/mlp.py``): kaiming-normal weights (``a=0``, fan-out) and the
+    constant bias ``-log((1 - p) / p)`` with ``p = 0.01``; ``"torch"`` leaves ``nn.Linear``'s default."""
+    if how not in HEAD_INITS:
+        raise ValueError(f"head_init={how!r}; allowed: {HEAD_INITS}")
+    if how == "official":
+        nn.init.kaiming_normal_(head.weight, a=0, mode="fan_out")
+        nn.init.constant_(head.bias, -math.log((1 - HEAD_PRIOR) / HEAD_PRIOR))
+    return head
+
+
 def init_bound(patch_size: int, embed_dim: int) -> float:
     """The official VPT init bound ``sqrt(6 / (3 * patch**2 + embed_dim))`` (xavier-uniform, Sec. 3.2 code)."""
     return math.sqrt(6.0 / float(3 * patch_size * patch_size + embed_dim))
@@ -70,11 +88,12 @@ class VPT(nn.Module):
     """A frozen timm ViT with visual prompts and a linear head: ``images -> logits``.
 
     Parameters: ``prompt_embeddings`` of shape ``(prompt_depth, P, D)`` (``P = num_tokens`` for "prepend",
-    ``P = number of patches`` for "add") and ``head``. Everything under ``vit`` stays frozen.
+    ``P = prefix + patch tokens`` for "add") and ``head``. Everything under ``vit`` stays frozen.
     """
 
     def __init__(self, vit: nn.Module, num_classes: int, *, num_tokens: int = 10, prompt_depth: int | None = None,
-                 dropout: float = 0.0, location: str = "prepend", output: str = "cls"):
+                 dropout: float = 0.0, location: str = "prepend", output: str = "cls",
+                 head_init: str = "official"):
         super().__init__()
         check_vit(vit)
         self.vit = vit
@@ -84,14 +103,14 @@ class VPT(nn.Module):
         self.num_prefix = int(vit.num_prefix_tokens)
         self.num_patches = int(vit.patch_embed.num_patches)
         d = int(vit.embed_dim)
-        n_prompt = self.num_tokens if self.location == "prepend" else self.num_patches
+        n_prompt = self.num_tokens if self.location == "prepend" else self.num_prefix + self.num_patches
         if self.location == "add":
             self.num_tokens = n_prompt
         patch = vit.patch_embed.patch_size[0]
         self.prompt_embeddings = nn.Parameter(torch.empty(self.prompt_depth, n_prompt, d))
         nn.init.uniform_(self.prompt_embeddings, -init_bound(patch, d), init_bound(patch, d))
         self.prompt_dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(d, num_classes)
+        self.head = init_head(nn.Linear(d, num_classes), head_init)
 
     @property
     def num_inserted(self) -> int:
@@ -99,7 +118,8 @@ class VPT(nn.Module):
         return self.num_tokens if self.location == "prepend" else 0
 
     def _prompts(self, layer: int, batch: int) -> torch.Tensor:
-        return self.prompt_dropout(self.prompt_embeddings[layer]).unsqueeze(0).expand(batch, -1, -1)
+        # expand first, then drop: one dropout mask per image (the official code's order)
+        return self.prompt_dropout(self.prompt_embeddings[layer].unsqueeze(0).expand(batch, -1, -1))
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Images -> normalised final tokens ``[prefix, prompts, patches]`` (Eq. 4 / Eq. 6)."""
@@ -111,7 +131,7 @@ class VPT(nn.Module):
             if i < self.prompt_depth:
                 prompts = self._prompts(i, b).to(t.dtype)
                 if self.location == "add":
-                    t = torch.cat([t[:, :k], t[:, k:] + prompts], dim=1)
+                    t = t + prompts  # CLS/prefix and every patch
                 elif i == 0:
                     t = torch.cat([t[:, :k], prompts, t[:, k:]], dim=1)
                 else:  # VPT-deep: replace the previous block's outputs at the prompt positions

@@ -229,6 +229,22 @@ def dataset_features(vlm: VLM, name: str, *, max_shots: int, n_test_per_class: i
                       enc(te.images), te.labels, shifted, inv, time.perf_counter() - t0)
 
 
+# The official zero-shot baseline's hand-written template per dataset (CoOp trainers/zsclip.py); datasets not
+# listed (the offline ones) use the default "a photo of a {}.".
+ZERO_SHOT_TEMPLATES = {
+    "oxford_pets": "a photo of a {}, a type of pet.", "flowers102": "a photo of a {}, a type of flower.",
+    "fgvc_aircraft": "a photo of a {}, a type of aircraft.", "dtd": "{} texture.",
+    "eurosat": "a centered satellite photo of {}.", "stanford_cars": "a photo of a {}.",
+    "food101": "a photo of {}, a type of food.", "sun397": "a photo of a {}.", "caltech101": "a photo of a {}.",
+    "ucf101": "a photo of a person doing {}.", "imagenet": "a photo of a {}.",
+}
+
+
+def zero_shot_template(dataset: str, default: str = "a photo of a {}.") -> str:
+    """The official zero-shot template of ``dataset`` (:data:`ZERO_SHOT_TEMPLATES`), else ``default``."""
+    return ZERO_SHOT_TEMPLATES.get(dataset, default)
+
+
 def base_to_new(vlm: VLM, fs: FeatureSet, method: str, *, k: int, seed: int = 0, train_kw: dict,
                 prompt_kw: dict | None = None) -> tuple[dict, nn.Module]:
     """CoCoOp's base-to-new protocol on one dataset: train ``method`` on ``k`` shots of the base classes
@@ -241,8 +257,9 @@ def base_to_new(vlm: VLM, fs: FeatureSet, method: str, *, k: int, seed: int = 0,
     x, y = fs.split("train", base, k, seed=seed)
     if method == "zero_shot":
         model, hist = None, None
-        acc_b = zero_shot_accuracy(vlm, *fs.split("test", base), base_names)
-        acc_n = zero_shot_accuracy(vlm, *fs.split("test", new), new_names)
+        tmpl = zero_shot_template(fs.name)
+        acc_b = zero_shot_accuracy(vlm, *fs.split("test", base), base_names, tmpl)
+        acc_n = zero_shot_accuracy(vlm, *fs.split("test", new), new_names, tmpl)
         n_train = 0
     else:
         model, hist = train_prompt(method, vlm, base_names, x, y, seed=seed, **train_kw, **(prompt_kw or {}))
@@ -332,7 +349,7 @@ def cross_dataset_rows(vlm: VLM, fsets: dict, pairs, models: dict, *, k: int, se
         fd = fsets[dst]
         x, y = fd.split("test", list(range(len(fd.classnames))))
         rows.append({"source": src, "target": dst, "method": "zero_shot", "seed": None,
-                     "acc": zero_shot_accuracy(vlm, x, y, fd.classnames, template)})
+                     "acc": zero_shot_accuracy(vlm, x, y, fd.classnames, zero_shot_template(dst, template))})
         rows += [{"source": src, "target": dst, "method": m, "seed": s,
                   "acc": accuracy_on(models[(src, m, k, s)], x, y, fd.classnames)}
                  for m in ("coop", "cocoop") for s in seeds if (src, m, k, s) in models]
@@ -349,7 +366,7 @@ def domain_shift_rows(vlm: VLM, fs: FeatureSet, models: dict, *, k: int, seeds, 
     for which in ["test", *fs.shifted]:
         x, y = fs.split(which, base)
         rows.append({"test_set": which, "method": "zero_shot", "seed": None,
-                     "acc": zero_shot_accuracy(vlm, x, y, names, template)})
+                     "acc": zero_shot_accuracy(vlm, x, y, names, zero_shot_template(fs.name, template))})
         rows += [{"test_set": which, "method": m, "seed": s, "acc": accuracy_on(models[(fs.name, m, k, s)], x, y)}
                  for m in ("coop", "cocoop") for s in seeds if (fs.name, m, k, s) in models]
     return rows

@@ -76,13 +76,15 @@ def text_classifier(vlm, name: str, classes: list[str], template: str = pixel.TP
 def train_and_evaluate(method, train, test, model, *, invert: bool, epochs: int, lr: float, optimizer: str,
                        batch_size: int, seed: int, amp: bool, warmup_epochs: float = 0.0,
                        momentum: float = 0.9) -> dict:
-    """Accuracy of ``method.model`` before training (zero prompt = the frozen baseline) and after training only
-    its prompt; with the run's seconds, training throughput and trainable-parameter count."""
+    """Accuracy of ``method.model`` before prompting (prompt switched off: the frozen baseline, TP zero-shot or
+    the unprompted label-mapped classifier) and after training only its prompt (which starts from the official
+    N(0, 1) frame); with the run's seconds, training throughput and trainable-parameter count."""
     torch.manual_seed(seed)
     if hasattr(method.model, "prompter"):
         method.model.prompter.reset_generator(seed)
     te = loader(test, model, batch_size=max(batch_size, 64), invert=invert)
-    before = evaluate(method.model, te, amp=amp)["acc"]
+    with method.model.prompter.disabled():
+        before = evaluate(method.model, te, amp=amp)["acc"]
     t0 = time.perf_counter()
     hist = fit(method.model, loader(train, model, batch_size=batch_size, invert=invert, shuffle=True, seed=seed),
                epochs=epochs, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=0.0,

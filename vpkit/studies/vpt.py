@@ -29,6 +29,7 @@ from ..data import ImageSet, loader_for
 from ..device import precision
 from ..methods import build_method
 from ..profiles import resolve
+from ..prompts.vpt import init_head
 from ..train import evaluate, fit, seed_everything
 
 
@@ -90,6 +91,9 @@ class TrainConfig:
     momentum: float = 0.9
     amp: bool = False
     eval_batch_size: int = 128
+    # every method's linear head starts as the official code's (one MLP head class for linear, full and prompt
+    # runs): kaiming-normal fan-out weights, bias -log 99 (vpkit.prompts.vpt.init_head); "torch" = nn.Linear's
+    head_init: str = "official"
 
     def lr(self, base_lr: float) -> float:
         """The official linear scaling rule ``base_lr * batch_size / 256``."""
@@ -126,6 +130,7 @@ def train_and_eval(method: str, backbone: Backbone, train_set: ImageSet, eval_se
     kw = dict(method_kwargs or {})
     seed_everything(seed)
     m = build_method(method, backbone, num_classes, **kw)
+    init_head(m.model.head, train.head_init)
     loader = loader_for(train_set, backbone, batch_size=train.batch_size, shuffle=True, seed=seed)
     common = dict(method=method, seed=seed, base_lr=base_lr, weight_decay=weight_decay, trainable=m.report.trainable,
                   percent_of_backbone=m.report.percent_of_backbone, method_kwargs=kw,
