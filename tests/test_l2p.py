@@ -224,3 +224,51 @@ def test_official_optimisation_constant_lr_and_clipping(monkeypatch):
     continual.run_continual(m, [task], SimpleNamespace(img_size=16, mean=(0.5,) * 3, std=(0.5,) * 3),
                             cfg=continual.ContinualConfig(epochs=1, batch_size=4, lr=1e-3), name="t", num_classes=2)
     assert seen["schedule"] == "constant" and seen["grad_clip"] == 1.0
+
+
+def test_official_l2p_inputs_unnormalised_and_augmented():
+    """Official l2p-pytorch training transform: RandomResizedCrop(224, scale=(0.05, 1)) + RandomHorizontalFlip +
+    ToTensor (no Normalize). With scale and ratio pinned to 1 the crop is the whole image, so each view must be
+    the resized [0, 1] image or its mirror; un-normalised test inputs are the plain [0, 1] images."""
+    from vpkit.data import random_resized_crop_flip
+    from vpkit.data.continual import BatchLoader
+
+    ds = _two_class_task(16)
+    g = torch.Generator().manual_seed(0)
+    views = random_resized_crop_flip(ds.images, size=16, generator=g, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    plain = to_model_input(ds.images, size=16, mean=(0.0,) * 3, std=(1.0,) * 3)
+    same = [torch.allclose(v, p, atol=1e-6) for v, p in zip(views, plain)]
+    mirrored = [torch.allclose(v, p.flip(-1), atol=1e-6) for v, p in zip(views, plain)]
+    assert all(a or b for a, b in zip(same, mirrored)) and any(mirrored) and any(same)
+    crops = random_resized_crop_flip(ds.images, size=8, generator=torch.Generator().manual_seed(1))
+    assert crops.shape == (16, 3, 8, 8) and crops.min() >= 0 and crops.max() <= 1
+    again = random_resized_crop_flip(ds.images, size=8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(crops, again)
+    x, _ = next(iter(BatchLoader(ds, batch_size=16, size=16, mean=(0.5,) * 3, std=(0.5,) * 3, normalize=False)))
+    assert torch.allclose(x.images, plain)
+    with pytest.raises(ValueError, match="augment"):
+        BatchLoader(ds, batch_size=4, size=16, mean=(0.5,) * 3, std=(0.5,) * 3, augment=True, query=torch.zeros(16, 2))
+
+
+def test_augmented_continual_run_computes_queries_and_teachers_per_view(monkeypatch):
+    from types import SimpleNamespace
+
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3 * 16 * 16, 4)
+
+        def forward(self, x):
+            assert x.query is None and x.teacher is None, "no cached tensor may reach an augmented batch"
+            return self.fc(images_of(x).flatten(1))
+
+    def task(i, classes):
+        ds = _two_class_task(8)
+        ds = ImageSet(ds.images, ds.labels + 2 * i, ["a", "b", "c", "d"], "t")
+        return continual.Task(i, classes, ds, ds)
+
+    bb = SimpleNamespace(img_size=16, mean=(0.5,) * 3, std=(0.5,) * 3)
+    cfg = continual.ContinualConfig(epochs=1, batch_size=4, lr=1e-3, normalize=False, augment=True, lwf_weight=1.0,
+                                    train_mask="seen")
+    res = continual.run_continual(Plain(), [task(0, [0, 1]), task(1, [2, 3])], bb, cfg=cfg, name="aug", num_classes=4)
+    assert res.acc_matrix.shape == (2, 2)

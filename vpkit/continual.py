@@ -8,12 +8,13 @@ accuracy matrix ``A[t, j]`` is filled (row = after task t, column = task); the u
 definition (classes not seen yet cannot be predicted: predictions range over the classes seen so far).
 Average accuracy and forgetting come from :mod:`vpkit.metrics`.
 
-Models plug in by duck typing, not by subclassing a trainer: a model maps a :class:`vpkit.data.continual.Batch` (or a plain
-image tensor) to logits over all classes, and may offer ``forward_parts(batch)`` returning an object with
-``logits`` and optional ``aux_loss`` (e.g. L2P's pull term, a generator's ELBO) and ``gen_out`` plus a
-``generator`` module (for LwF on a generator). Frozen per-image quantities (the L2P query, LwF teacher
-logits) are computed once and travel with the batch, which is valid because the input pipeline has no
-augmentation.
+Models plug in by duck typing, not by subclassing a trainer: a model maps a
+:class:`vpkit.data.continual.Batch` (or a plain image tensor) to logits over all classes, and may offer
+``forward_parts(batch)`` returning an object with ``logits`` and optional ``aux_loss`` (e.g. L2P's pull term, a
+generator's ELBO) and ``gen_out`` plus a ``generator`` module (for LwF on a generator). Frozen per-image
+quantities (the L2P query, LwF teacher logits) are computed once and travel with the batch, which is valid
+without augmentation (the offline default); with ``augment=True`` (the official L2P inputs) the query is computed
+per augmented view in the forward pass and LwF teachers come from a frozen copy of the model.
 """
 from __future__ import annotations
 
@@ -62,12 +63,12 @@ class QueryCache:
 
 
 def cache_queries(backbone, tasks: list[Task], *, batch_size: int = 64, amp: bool = False,
-                  device: str = "auto") -> QueryCache:
+                  device: str = "auto", normalize: bool = True) -> QueryCache:
     """``backbone.features`` (pooled CLS, pre-logits) of every train and test image of ``tasks``."""
     backbone.model.to(resolve_device(device)).eval()
     f = lambda b: backbone.features(b.images)  # noqa: E731
     mk = lambda ds: BatchLoader(ds, batch_size=batch_size, size=backbone.img_size, mean=backbone.mean,  # noqa: E731
-                                std=backbone.std)
+                                std=backbone.std, normalize=normalize)
     return QueryCache([outputs(f, mk(t.train), amp=amp, device=device) for t in tasks],
                       [outputs(f, mk(t.test), amp=amp, device=device) for t in tasks])
 
@@ -99,6 +100,11 @@ class ContinualConfig:
     # for batch-wise selection)
     eval_batch_size: int = 16
     test_order: str = "mixed"
+    # the official inputs are [0, 1] images with RandomResizedCrop(0.05-1) + flip; vpkit's offline profile keeps
+    # normalised, un-augmented inputs so that the frozen queries are computed once per image (a deliberate
+    # difference); augment=True computes the query of every augmented view in the forward pass instead
+    normalize: bool = True
+    augment: bool = False
 
     def __post_init__(self):
         if self.train_mask not in TRAIN_MASKS:
@@ -107,6 +113,7 @@ class ContinualConfig:
             raise ValueError(f"test_order={self.test_order!r}; allowed: {TEST_ORDERS}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule={self.schedule!r}; allowed: {SCHEDULES}")
+
         for k in ("lwf_weight", "gen_lwf_weight"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
@@ -180,9 +187,10 @@ def lwf_loss(logits: torch.Tensor, teacher: torch.Tensor, old: torch.Tensor, tem
 
 
 def make_loss(*, current: torch.Tensor, seen: torch.Tensor, cfg: ContinualConfig, old: torch.Tensor | None,
-              old_generator: nn.Module | None):
+              old_generator: nn.Module | None, teacher_model: nn.Module | None = None):
     """``loss_fn(model, batch, y) -> (loss, logits)`` for :func:`vpkit.train.fit`: masked cross-entropy
-    + the model's auxiliary loss (pull term, generator loss) + optional LwF terms."""
+    + the model's auxiliary loss (pull term, generator loss) + optional LwF terms. LwF teachers come cached in
+    the batch or, with augmentation, from ``teacher_model`` (a frozen copy) on the same augmented view."""
 
     def loss_fn(model, x, y):
         out = _forward_parts(model, x)
@@ -191,9 +199,13 @@ def make_loss(*, current: torch.Tensor, seen: torch.Tensor, cfg: ContinualConfig
         masked = mask_logits(logits, allowed)
         loss = F.cross_entropy(masked, y) + out.aux_loss
         if cfg.lwf_weight and old is not None and old.any():
-            if x.teacher is None:
-                raise ValueError("lwf_weight > 0 needs cached teacher logits in the batch")
-            loss = loss + cfg.lwf_weight * lwf_loss(logits, x.teacher, old, cfg.lwf_temperature)
+            teacher = x.teacher
+            if teacher is None and teacher_model is not None:
+                with torch.no_grad():
+                    teacher = teacher_model(x).float()
+            if teacher is None:
+                raise ValueError("lwf_weight > 0 needs cached teacher logits in the batch or a teacher_model")
+            loss = loss + cfg.lwf_weight * lwf_loss(logits, teacher, old, cfg.lwf_temperature)
         if cfg.gen_lwf_weight and old_generator is not None:
             with torch.no_grad():
                 target = old_generator.deterministic(model.generator_input(x))
@@ -216,9 +228,10 @@ def evaluate_task(model, loader, seen: torch.Tensor, *, amp: bool = False, devic
     return correct / max(n, 1)
 
 
-def _loader(ds, backbone, cfg, *, shuffle, seed=0, query=None, teacher=None, batch_size=None):
+def _loader(ds, backbone, cfg, *, shuffle, seed=0, query=None, teacher=None, batch_size=None, augment=False):
     return BatchLoader(ds, batch_size=batch_size or cfg.batch_size, size=backbone.img_size, mean=backbone.mean,
-                       std=backbone.std, shuffle=shuffle, seed=seed, query=query, teacher=teacher)
+                       std=backbone.std, shuffle=shuffle, seed=seed, query=query, teacher=teacher,
+                       normalize=cfg.normalize, augment=augment)
 
 
 def _test_loader(ds, backbone, cfg, *, query=None):
@@ -250,9 +263,13 @@ def run_continual(model: nn.Module, tasks: list[Task], backbone, *, cfg: Continu
         old = class_mask(seen_classes, C) if seen_classes else None
         seen_classes += list(task.classes)
         seen, current = class_mask(seen_classes, C), class_mask(task.classes, C)
-        q_tr = queries.train[t] if queries is not None else None
-        teacher = None
-        if cfg.lwf_weight and old is not None:
+        q_tr = queries.train[t] if queries is not None and not cfg.augment else None
+        teacher = teacher_model = None
+        if cfg.lwf_weight and old is not None and cfg.augment:  # a frozen copy scores each augmented view
+            teacher_model = copy.deepcopy(model).eval()
+            for p in teacher_model.parameters():
+                p.requires_grad_(False)
+        elif cfg.lwf_weight and old is not None:
             model.eval()
             teacher = outputs(model, _loader(task.train, backbone, cfg, shuffle=False, query=q_tr,
                                              batch_size=eval_batch_size), amp=cfg.amp, device=device)
@@ -262,12 +279,13 @@ def run_continual(model: nn.Module, tasks: list[Task], backbone, *, cfg: Continu
             for p in old_gen.parameters():
                 p.requires_grad_(False)
         loader = _loader(task.train, backbone, cfg, shuffle=True, seed=cfg.seed * 1000 + t, query=q_tr,
-                         teacher=teacher)
+                         teacher=teacher, augment=cfg.augment)
         hists.append(fit(model, loader, epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer,
                          weight_decay=cfg.weight_decay, amp=cfg.amp, device=device, progress=progress,
                          schedule=cfg.schedule, grad_clip=cfg.grad_clip,
                          desc=f"{name} task {t + 1}/{T}",
-                         loss_fn=make_loss(current=current, seen=seen, cfg=cfg, old=old, old_generator=old_gen)))
+                         loss_fn=make_loss(current=current, seen=seen, cfg=cfg, old=old, old_generator=old_gen,
+                                           teacher_model=teacher_model)))
         n_img += cfg.epochs * len(task.train)
         for j in range(t + 1):
             q_te = queries.test[j] if queries is not None else None
@@ -286,11 +304,11 @@ def run_joint(model: nn.Module, tasks: list[Task], backbone, *, cfg: ContinualCo
     images = torch.cat([t.train.images for t in tasks])
     labels = torch.cat([t.train.labels for t in tasks])
     union = ImageSet(images, labels, tasks[0].train.classes, tasks[0].train.name)
-    q = torch.cat(queries.train) if queries is not None else None
+    q = torch.cat(queries.train) if queries is not None and not cfg.augment else None
     t0 = time.perf_counter()
     cfg_joint = copy.copy(cfg)
     cfg_joint.train_mask = "seen"
-    hist = fit(model, _loader(union, backbone, cfg, shuffle=True, seed=cfg.seed * 1000, query=q),
+    hist = fit(model, _loader(union, backbone, cfg, shuffle=True, seed=cfg.seed * 1000, query=q, augment=cfg.augment),
                epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, amp=cfg.amp,
                device=device, progress=progress, desc=name, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
                loss_fn=make_loss(current=seen, seen=seen, cfg=cfg_joint, old=None, old_generator=None))

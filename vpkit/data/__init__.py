@@ -260,6 +260,42 @@ def to_model_input(images: torch.Tensor, *, size: int, mean, std, invert: bool =
     return (x - m) / s
 
 
+def random_resized_crop_flip(images: torch.Tensor, *, size: int, generator: torch.Generator,
+                             scale: tuple[float, float] = (0.05, 1.0),
+                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float [0, 1] (N, 3, size, size): torchvision's ``RandomResizedCrop(size, scale,
+    ratio)`` (10 tries at a box of random area and log-uniform aspect ratio, else the centre crop at the nearest
+    allowed ratio) then ``RandomHorizontalFlip()``, per image, from ``generator`` (the L2P training transform)."""
+    n, _, h, w = images.shape
+    out = []
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    for i in range(n):
+        box = None
+        for _ in range(10):
+            area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand((), generator=generator).item())
+            r = math.exp(log_r[0] + (log_r[1] - log_r[0]) * torch.rand((), generator=generator).item())
+            cw, ch = int(round(math.sqrt(area * r))), int(round(math.sqrt(area / r)))
+            if 0 < cw <= w and 0 < ch <= h:
+                top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+                left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+                box = (top, left, ch, cw)
+                break
+        if box is None:  # centre crop at the nearest allowed aspect ratio
+            r = w / h
+            cw, ch = (w, int(round(w / ratio[0]))) if r < ratio[0] else (int(round(h * ratio[1])), h) \
+                if r > ratio[1] else (w, h)
+            cw, ch = min(cw, w), min(ch, h)
+            box = ((h - ch) // 2, (w - cw) // 2, ch, cw)
+        top, left, ch, cw = box
+        x = images[i:i + 1, :, top:top + ch, left:left + cw].float().div(255.0)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=max(ch, cw) > size)
+        if torch.rand((), generator=generator).item() < 0.5:
+            x = x.flip(-1)
+        out.append(x)
+    x = torch.cat(out)
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
 def batch_indices(n: int, batch_size: int, *, shuffle: bool, seed: int, epoch: int, drop_last: bool = False):
     """Index tensors of the batches of one epoch; shuffled by a torch generator seeded by (seed, epoch)."""
     order = torch.randperm(n, generator=_gen(seed * 100003 + epoch)) if shuffle else torch.arange(n)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import ImageSet, batch_indices, to_model_input
+from . import ImageSet, batch_indices, random_resized_crop_flip, to_model_input
 
 
 @dataclass
@@ -88,17 +88,38 @@ def images_of(x) -> torch.Tensor:
 
 
 class BatchLoader:
-    """Like :class:`vpkit.data.Loader` (seeded shuffling, per-batch resize + normalise, no augmentation) but
-    yielding :class:`Batch` objects with rows of the cached tensors ``query`` / ``teacher`` (N x ...)."""
+    """Like :class:`vpkit.data.Loader` (seeded shuffling, per-batch resize + normalise) but yielding
+    :class:`Batch` objects with rows of the cached tensors ``query`` / ``teacher`` (N x ...).
+
+    ``normalize=False`` feeds [0, 1] images (the official L2P inputs); ``augment=True`` applies
+    :func:`vpkit.data.random_resized_crop_flip` per image (seeded by ``(seed, epoch)``), which cached tensors
+    cannot follow, so it refuses ``query`` / ``teacher``."""
 
     def __init__(self, ds: ImageSet, *, batch_size: int, size: int, mean, std, shuffle: bool = False,
-                 seed: int = 0, query: torch.Tensor | None = None, teacher: torch.Tensor | None = None):
+                 seed: int = 0, query: torch.Tensor | None = None, teacher: torch.Tensor | None = None,
+                 normalize: bool = True, augment: bool = False):
         for name, t in (("query", query), ("teacher", teacher)):
             if t is not None and len(t) != len(ds):
                 raise ValueError(f"{name} has {len(t)} rows for {len(ds)} images")
+            if t is not None and augment:
+                raise ValueError(f"augment=True with a cached {name}: the cache holds the un-augmented images' "
+                                 f"values; pass {name}=None")
         self.ds, self.batch_size, self.size, self.mean, self.std = ds, batch_size, size, mean, std
         self.shuffle, self.seed, self.query, self.teacher = shuffle, seed, query, teacher
+        self.normalize, self.augment = normalize, augment
         self._epoch = 0
+
+    def _inputs(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        if self.augment:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + step)
+            x = random_resized_crop_flip(images, size=self.size, generator=g)
+            if not self.normalize:
+                return x
+            m = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
+            return (x - m) / torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+        if not self.normalize:
+            return to_model_input(images, size=self.size, mean=(0.0,) * 3, std=(1.0,) * 3)
+        return to_model_input(images, size=self.size, mean=self.mean, std=self.std)
 
     def __len__(self) -> int:
         return math.ceil(len(self.ds) / self.batch_size)
@@ -106,7 +127,8 @@ class BatchLoader:
     def __iter__(self):
         epoch = self._epoch
         self._epoch += int(self.shuffle)
-        for idx in batch_indices(len(self.ds), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch):
-            x = to_model_input(self.ds.images[idx], size=self.size, mean=self.mean, std=self.std)
+        for step, idx in enumerate(batch_indices(len(self.ds), self.batch_size, shuffle=self.shuffle, seed=self.seed,
+                                                 epoch=epoch)):
+            x = self._inputs(self.ds.images[idx], epoch, step)
             yield Batch(x, None if self.query is None else self.query[idx],
                         None if self.teacher is None else self.teacher[idx]), self.ds.labels[idx]

@@ -24,12 +24,13 @@ from ..prompts.l2p import L2PConfig, L2PModel, select_top_k
 # (0.003 / 0.01 / 0.03 / 0.1 on L2P).
 PROFILES = {
     "smoke": dict(backbone="vit_s14_dinov2", img_size=14, dataset="fashion_mnist", num_tasks=2, split_seed=None,
-                  shuffle_classes=True, n_train_per_class=1, n_test_per_class=1, epochs=1, batch_size=8, lr=0.01, amp=False,
+                  shuffle_classes=True, normalize=True, augment=False, n_train_per_class=1, n_test_per_class=1,
+                  epochs=1, batch_size=8, lr=0.01, amp=False,
                   pool_size=10, length=1, top_k=2, pull_coeff=0.1, selection="per_sample", lwf_weight=1.0,
                   gen_lwf_weights=[1.0], gen_size=28, init_classes=None, variants=None),
     "offline": dict(backbone="vit_s14_dinov2", img_size=56, dataset="fashion_mnist", num_tasks=5,
-                    split_seed=None, shuffle_classes=True, n_train_per_class=40, n_test_per_class=40, epochs=5,
-                    batch_size=8,
+                    split_seed=None, shuffle_classes=True, normalize=True, augment=False, n_train_per_class=40,
+                    n_test_per_class=40, epochs=5, batch_size=8,
                     lr=0.03, amp=True, pool_size=10, length=5, top_k=5, pull_coeff=0.1,
                     selection="per_sample", lwf_weight=1.0, gen_lwf_weights=[1.0, 10.0], gen_size=28,
                     init_classes=None,
@@ -38,6 +39,7 @@ PROFILES = {
                               "vae_gen_pool_lwf10"]),
     "paper": dict(backbone="vit_b16_in21k", img_size=224, dataset="cifar100", num_tasks=10, split_seed=42,
                   shuffle_classes=False,  # official: classes in their natural order
+                  normalize=False, augment=True,  # official: [0, 1] inputs, RandomResizedCrop + flip
                   n_train_per_class=None, n_test_per_class=None, epochs=5, batch_size=16, lr=0.03 * 16 / 256,
                   amp=True, pool_size=10, length=5, top_k=5, pull_coeff=0.1, selection="batch",
                   lwf_weight=1.0, gen_lwf_weights=[0.1, 1.0, 10.0], gen_size=32,

@@ -1,0 +1,93 @@
+"""How much does CoOp lose by training on features computed once without augmentation? (issue: official fidelity)
+
+The official CoOp trainer draws a random-resized crop (scale 0.08-1) + horizontal flip of every training image
+each epoch and runs the frozen image tower on it; notebook 04 encodes every image once, unaugmented (a
+deliberate difference that makes the K x seed grid affordable on a CPU). This measures the effect once, at the
+offline profile's shape: the offline VLM at 128 px, Fashion-MNIST base-to-new, K = 16, seeds 1-3, 50 test
+images per class, CoOp 20 epochs. "augmented" trains on ``--views`` cached augmented views of each shot for
+20 / views epochs (the same number of optimisation steps); the test features are the same clean ones.
+
+    python3 scripts/coop_augmentation_effect.py [--views 4] [--out results/cocoop_augmentation]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="fashion_mnist")
+    ap.add_argument("--views", type=int, default=4)
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    ap.add_argument("--out", default=str(ROOT / "results" / "cocoop_augmentation"))
+    args = ap.parse_args(argv)
+    if args.views < 1 or 20 % args.views:
+        ap.error(f"--views={args.views} must divide the 20 CoOp epochs")
+
+    from vpkit import device, report
+    from vpkit import vlm as V
+    from vpkit.data import base_new_classes, few_shot_indices, offline_dataset, random_resized_crop_flip
+    from vpkit.studies import cocoop
+
+    device.configure(precision="auto", threads="auto", verbose=True)
+    torch.manual_seed(0)
+    cfg = cocoop.settings("offline")
+    vlm = V.build_vlm(cfg["vlm"], img_size=cfg["img_size"])
+    max_shots = args.k * len(args.seeds)
+    fs = cocoop.dataset_features(vlm, args.dataset, max_shots=max_shots, n_test_per_class=cfg["n_test_per_class"])
+    pool, _ = offline_dataset(args.dataset)  # the same images dataset_features encoded, in the same order
+    tr = pool.subset(few_shot_indices(pool.labels, max_shots, seed=0, num_classes=pool.num_classes))
+    assert torch.equal(tr.labels, fs.train_labels)
+    views = []
+    for v in range(args.views):  # CoOp's transform: RandomResizedCrop(scale=(0.08, 1)) + RandomHorizontalFlip
+        g = torch.Generator().manual_seed(100 + v)
+        x = random_resized_crop_flip(tr.images, size=tr.images.shape[-1], generator=g, scale=(0.08, 1.0))
+        u8 = (x * 255).round().clamp(0, 255).to(torch.uint8)
+        views.append(V.encode_images(vlm, u8, invert=fs.invert))
+    base, new = base_new_classes(len(fs.classnames))
+    base_names, new_names = [fs.classnames[c] for c in base], [fs.classnames[c] for c in new]
+    kw = dict(cfg["coop"], optimizer=cfg["optimizer"], warmup_epochs=cfg["warmup_epochs"], n_ctx=cfg["n_ctx"],
+              ctx_init=cfg["ctx_init"])
+    rows = []
+    for seed in args.seeds:
+        for setting in ("clean (notebook 04)", f"augmented ({args.views} views)"):
+            if setting.startswith("clean"):
+                x, y = fs.split("train", base, args.k, seed=seed)
+                epochs = kw["epochs"]
+            else:
+                parts = [dataclasses.replace(fs, train=f).split("train", base, args.k, seed=seed) for f in views]
+                x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+                epochs = kw["epochs"] // args.views
+            model, _ = cocoop.train_prompt("coop", vlm, base_names, x, y, seed=seed, **{**kw, "epochs": epochs})
+            acc_b = cocoop.accuracy_on(model, *fs.split("test", base))
+            acc_n = cocoop.accuracy_on(model, *fs.split("test", new), new_names)
+            rows.append({"dataset": args.dataset, "setting": setting, "seed": seed, "k": args.k, "epochs": epochs,
+                         "train_features": len(y), "base": acc_b, "new": acc_n})
+            print(rows[-1], flush=True)
+    df = pd.DataFrame(rows)
+    summary = df.groupby("setting", sort=False)[["base", "new"]].agg(["mean", "std"])
+    summary.columns = [f"{a}_{b}" for a, b in summary.columns]
+    summary = summary.reset_index()
+    piv = df.pivot_table(index="seed", columns="setting", values=["base", "new"])
+    diff = {m: (piv[m].iloc[:, 1] - piv[m].iloc[:, 0]) for m in ("base", "new")}  # augmented - clean, per seed
+    res = report.Results(args.out, profile="offline", seed=0, config=vars(args))
+    res.table("runs", df)
+    res.table("summary", summary)
+    res.json("paired_difference.json", {m: {"per_seed": d.round(4).tolist(), "mean": float(d.mean()),
+                                            "min": float(d.min()), "max": float(d.max())} for m, d in diff.items()})
+    res.run_info()
+    print(summary.round(4).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
