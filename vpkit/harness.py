@@ -1,4 +1,8 @@
-"""Run the replication notebooks headlessly with papermill: ``python -m vpkit replicate [NAMES] --profile P``."""
+"""Run the replication notebooks headlessly with papermill: ``python -m vpkit replicate [NAMES] --profile P``.
+
+``--set KEY=VALUE`` passes notebook parameters (checked against the notebook's declared ones); a notebook whose
+results are current (same parameters, unchanged code: :func:`is_current`) is skipped unless ``--force``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -86,6 +90,59 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def parse_sets(items: list[str] | None, name: str) -> dict:
+    """``--set KEY=VALUE`` pairs -> parameters of notebook ``name``; values are Python literals (strings
+    otherwise); keys must be parameters the notebook declares (else the allowed keys are listed)."""
+    import ast
+
+    import papermill as pm
+
+    if not items:
+        return {}
+    allowed = sorted(set(pm.inspect_notebook(str(notebook_path(name)))) - {"results_dir"})
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in allowed:
+            raise ValueError(f"--set {key}=...: {name} has no parameter {key!r}; allowed: {allowed}")
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw
+    return out
+
+
+def is_current(name: str, *, parameters: dict, results_root: str | Path | None = None) -> bool:
+    """True if ``results/<name>/`` holds a complete run of the same parameters (from the executed notebook's
+    papermill metadata, ``results_dir`` aside) and the same code: its ``run.json`` names a clean commit and
+    neither ``vpkit/`` nor the notebook changed since (committed or not)."""
+    import json
+    import subprocess
+
+    out_dir = Path(results_root or REPO_ROOT / "results") / name
+    run_json, executed = out_dir / "run.json", out_dir / NOTEBOOKS[name]
+    if not (run_json.exists() and executed.exists()):
+        return False
+    try:
+        run = json.loads(run_json.read_text())
+        done = json.loads(executed.read_text()).get("metadata", {}).get("papermill", {}).get("parameters", {})
+    except (OSError, ValueError):
+        return False
+    strip = lambda d: {k: v for k, v in d.items() if k != "results_dir"}  # noqa: E731
+    if strip(done) != strip(json.loads(json.dumps(parameters))):
+        return False
+    sha, dirty = run.get("git", {}).get("sha"), run.get("git", {}).get("dirty")
+    if not sha or dirty:
+        return False
+    paths = ["vpkit", f"notebooks/{NOTEBOOKS[name]}"]
+    diff = subprocess.run(["git", "diff", "--quiet", sha, "--", *paths], cwd=REPO_ROOT, capture_output=True)
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--", *paths], cwd=REPO_ROOT,
+                               capture_output=True, text=True).stdout.strip()
+    return diff.returncode == 0 and not untracked
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vpkit", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -95,6 +152,10 @@ def main(argv=None) -> int:
     rp.add_argument("--results", default=str(REPO_ROOT / "results"), help="results root (default: results/)")
     rp.add_argument("--precision", choices=PRECISIONS, default=None,
                     help="numeric precision of mixed-precision loops (default: each profile's 'auto', measured)")
+    rp.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
+                    help="a notebook parameter (Python literal), e.g. --set seed=1 --set epochs=2; repeatable")
+    rp.add_argument("--force", action="store_true",
+                    help="re-run notebooks whose results are current (same parameters, unchanged code)")
     sub.add_parser("list", help="list the notebooks")
     rd = sub.add_parser("readme", help="refresh README's quoted results from results/ (or --check them)")
     rd.add_argument("--check", action="store_true")
@@ -127,13 +188,21 @@ def main(argv=None) -> int:
     for n in names:
         if n not in NOTEBOOKS:
             ap.error(f"unknown notebook {n!r}; known: {list(NOTEBOOKS)}")
-    params = {"precision": args.precision} if args.precision else None
     summary = []
     for i, n in enumerate(names, 1):
         t0 = time.time()
+        try:
+            params = {**({"precision": args.precision} if args.precision else {}), **parse_sets(args.sets, n)}
+        except ValueError as e:
+            ap.error(str(e))
+        if not args.force and is_current(n, parameters={"profile": args.profile, **params},
+                                         results_root=args.results):
+            print(f"[{i}/{len(names)}] {n}: results are current (same parameters, code unchanged); "
+                  f"--force to re-run", flush=True)
+            continue
         print(f"[{i}/{len(names)}] {n} ({NOTEBOOKS[n]}) profile={args.profile}", flush=True)
         try:
-            out = run_notebook(n, profile=args.profile, results_root=args.results, parameters=params)
+            out = run_notebook(n, profile=args.profile, results_root=args.results, parameters=params or None)
         except NotebookFailed as e:
             print(f"FAILED: {e}", file=sys.stderr)
             print(summary_table(summary))

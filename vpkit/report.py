@@ -70,10 +70,14 @@ def package_versions() -> dict:
 
 
 class Results:
-    """Writer for ``results/<source>/``: ``Results(results_dir, profile=..., seed=...)``."""
+    """Writer for ``results/<source>/``: ``Results(results_dir, profile=..., seed=...)``.
+
+    A relative ``results_dir`` is taken relative to the repository root, not the working directory, so a notebook
+    opened in Jupyter from ``notebooks/`` writes to ``results/<source>/`` like the harness does."""
 
     def __init__(self, results_dir: str | Path, *, profile: str, seed: int, config: dict | None = None):
-        self.dir = Path(results_dir)
+        d = Path(results_dir)
+        self.dir = d if d.is_absolute() else REPO_ROOT / d
         self.dir.mkdir(parents=True, exist_ok=True)
         self.profile, self.seed, self.config = profile, seed, config or {}
         self._t0 = time.time()
