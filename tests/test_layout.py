@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent / "vpkit"
 LAYERS = [
     ["vpkit.netguard", "vpkit.assets", "vpkit.device", "vpkit.profiles"],
     ["vpkit.data", "vpkit.data.tasks", "vpkit.data.shift", "vpkit.data.continual"],
-    ["vpkit.backbones", "vpkit.metrics"],
+    ["vpkit.backbones", "vpkit.metrics", "vpkit.stats"],
     ["vpkit.vlm"],
     ["vpkit.prompts", "vpkit.prompts.vit", "vpkit.prompts.vpt", "vpkit.prompts.pixel", "vpkit.prompts.protuning",
      "vpkit.prompts.coop", "vpkit.prompts.l2p"],

@@ -1,0 +1,188 @@
+"""Deciding a claim with its uncertainty: a margin, a 95% interval and one of four verdicts.
+
+A claim names its comparison before the run: which runs, which metric, the direction (``">"``, ``"<"``) and a
+threshold, or an equivalence margin (``"~"``: "changes X by at most m"). :func:`decide` turns the interval into
+the verdict:
+
+* **holds** - the whole interval lies on the claimed side of the threshold (inside ``[-m, m]`` for ``"~"``);
+* **does not hold** - the whole interval lies on the other side (outside ``[-m, m]`` for ``"~"``);
+* **inconclusive** - the interval contains the threshold (straddles a margin edge for ``"~"``);
+* **not testable here** - :func:`not_testable`, with the reason (by construction, chance for every method, ...).
+
+Intervals, by design of the data:
+
+* :func:`paired_bootstrap` - both sides evaluated on the same test examples: resample examples, keep pairs
+  (``scipy.stats.bootstrap(..., paired=True)``);
+* :func:`hierarchical_bootstrap` - several seeds, each on the same examples: resample seeds, then examples within
+  the drawn seeds, pairs kept (written here: scipy has no two-level resampling);
+* :func:`binomial_vs_chance` - one accuracy against chance: exact Clopper-Pearson interval (``scipy.stats.binomtest``);
+* :func:`correlation_bootstrap` - a correlation over points: bootstrap over the points;
+* :func:`exact` - counts and other exact values: the interval is the value itself.
+
+Every resampling uses a fixed seed (:data:`BOOTSTRAP_SEED`), so the files that carry the intervals are
+reproducible.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+HOLDS, FAILS, INCONCLUSIVE, NOT_TESTABLE = "holds", "does not hold", "inconclusive", "not testable here"
+VERDICTS = (HOLDS, FAILS, INCONCLUSIVE, NOT_TESTABLE)
+DIRECTIONS = (">", "<", "~")
+BOOTSTRAP_SEED = 20261201
+N_RESAMPLES = 4000
+LEVEL = 0.95
+
+
+@dataclass
+class Decision:
+    """What ``metrics.json`` stores beside a claim."""
+
+    verdict: str
+    margin: float | None  # the estimate of the compared quantity (e.g. accuracy difference)
+    ci_low: float | None
+    ci_high: float | None
+    n_examples: int | None
+    n_seeds: int | None
+    test: str  # how the interval was computed
+    reason: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return self.verdict == HOLDS
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "holds": self.holds}
+
+
+def verdict(ci_low: float, ci_high: float, *, direction: str = ">", threshold: float = 0.0,
+            margin: float | None = None) -> str:
+    """The verdict of an interval for ``estimate direction threshold`` (or ``|estimate| <= margin`` for ``"~"``)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction={direction!r}; allowed: {DIRECTIONS}")
+    if not ci_low <= ci_high:
+        raise ValueError(f"ci_low={ci_low} must be <= ci_high={ci_high}")
+    if direction == "~":
+        if margin is None or margin <= 0:
+            raise ValueError(f"an equivalence claim needs margin > 0, got margin={margin!r}")
+        if -margin <= ci_low and ci_high <= margin:
+            return HOLDS
+        if ci_high < -margin or ci_low > margin:
+            return FAILS
+        return INCONCLUSIVE
+    above, below = ci_low > threshold, ci_high < threshold
+    if direction == ">":
+        return HOLDS if above else FAILS if below else INCONCLUSIVE
+    return HOLDS if below else FAILS if above else INCONCLUSIVE
+
+
+def _decision(est, lo, hi, *, direction, threshold, margin, n_examples, n_seeds, test) -> Decision:
+    return Decision(verdict(lo, hi, direction=direction, threshold=threshold, margin=margin), float(est), float(lo),
+                    float(hi), n_examples, n_seeds, test)
+
+
+def _as_2d(x) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2:
+        raise ValueError(f"expected per-example outcomes (examples,) or (seeds, examples), got shape {a.shape}")
+    return a
+
+
+def paired_bootstrap(a, b, *, direction: str = ">", threshold: float = 0.0, margin: float | None = None,
+                     n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Decision:
+    """``mean(a) - mean(b)`` over the same test examples (per-example outcomes, e.g. correct = 1.0), with a
+    percentile bootstrap over examples that keeps the pairs (``scipy.stats.bootstrap``, ``paired=True``)."""
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"a and b must be per-example outcomes of the same >= 2 examples; got {a.shape}, {b.shape}")
+    stat = lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis)  # noqa: E731
+    if np.all(a - b == (a - b)[0]):  # a constant difference: the bootstrap distribution is degenerate
+        d = float((a - b)[0])
+        lo = hi = d
+    else:
+        r = bootstrap((a, b), stat, paired=True, vectorized=True, n_resamples=n_resamples, confidence_level=LEVEL,
+                      method="percentile", random_state=np.random.default_rng(seed))
+        lo, hi = r.confidence_interval
+    return _decision(a.mean() - b.mean(), lo, hi, direction=direction, threshold=threshold, margin=margin,
+                     n_examples=len(a), n_seeds=1, test="paired bootstrap over test examples (95%, percentile)")
+
+
+def hierarchical_bootstrap(a, b=None, *, direction: str = ">", threshold: float = 0.0, margin: float | None = None,
+                           n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Decision:
+    """``mean(a) - mean(b)`` for outcomes of shape (seeds, examples), all seeds on the same examples: resample
+    seeds with replacement, then examples with replacement (the same example draw for ``a`` and ``b``, so pairs
+    are kept). ``b=None`` compares ``a`` alone with ``threshold``."""
+    a = _as_2d(a)
+    b = np.zeros_like(a) if b is None else _as_2d(b)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same (seeds, examples) shape; got {a.shape}, {b.shape}")
+    s, n = a.shape
+    if n < 2:
+        raise ValueError("need >= 2 examples")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_resamples)
+    for i in range(n_resamples):
+        rows = rng.integers(0, s, size=s)
+        cols = rng.integers(0, n, size=n)
+        stats[i] = d[np.ix_(rows, cols)].mean()
+    lo, hi = np.quantile(stats, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return _decision(d.mean(), lo, hi, direction=direction, threshold=threshold, margin=margin, n_examples=n,
+                     n_seeds=s, test=f"hierarchical bootstrap: {s} seeds, then {n} examples (95%, percentile)")
+
+
+def binomial_vs_chance(correct: int, n: int, chance: float) -> Decision:
+    """One accuracy ``correct / n`` against ``chance``: the exact (Clopper-Pearson) 95% interval of the accuracy;
+    holds when it lies above chance. ``margin`` is accuracy - chance."""
+    from scipy.stats import binomtest
+
+    if not 0 <= correct <= n or n < 1 or not 0 < chance < 1:
+        raise ValueError(f"need 0 <= correct <= n, n >= 1, 0 < chance < 1; got {correct}, {n}, {chance}")
+    ci = binomtest(int(correct), int(n), chance).proportion_ci(confidence_level=LEVEL, method="exact")
+    d = _decision(correct / n, ci.low, ci.high, direction=">", threshold=chance, margin=None, n_examples=n,
+                  n_seeds=1, test="exact binomial (Clopper-Pearson 95%) against chance")
+    d.margin, d.ci_low, d.ci_high = correct / n - chance, ci.low - chance, ci.high - chance
+    return d
+
+
+def correlation_bootstrap(x, y, *, direction: str = ">", threshold: float = 0.0, method: str = "pearson",
+                          n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Decision:
+    """Pearson (or Spearman) correlation of paired points with a bootstrap over the points."""
+    from scipy.stats import bootstrap, pearsonr, spearmanr
+
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method={method!r}; allowed: ('pearson', 'spearman')")
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 4:
+        raise ValueError(f"x and y must be paired points, at least 4; got {x.shape}, {y.shape}")
+    f = pearsonr if method == "pearson" else spearmanr
+    stat = lambda u, v: f(u, v)[0]  # noqa: E731
+    with warnings.catch_warnings():  # resamples of few points can be constant: r undefined -> a full-width bound
+        warnings.simplefilter("ignore")
+        r = bootstrap((x, y), stat, paired=True, vectorized=False, n_resamples=n_resamples, confidence_level=LEVEL,
+                      method="percentile", random_state=np.random.default_rng(seed))
+    lo, hi = np.nan_to_num(r.confidence_interval.low, nan=-1.0), np.nan_to_num(r.confidence_interval.high, nan=1.0)
+    return _decision(stat(x, y), lo, hi, direction=direction, threshold=threshold, margin=None, n_examples=len(x),
+                     n_seeds=None, test=f"bootstrap over {len(x)} points ({method}, 95%, percentile)")
+
+
+def exact(value: float, *, direction: str = ">", threshold: float = 0.0, margin: float | None = None,
+          what: str = "an exact count") -> Decision:
+    """A quantity without sampling noise (a parameter count, a number of prompts used): the interval is the value."""
+    v = float(value)
+    return _decision(v, v, v, direction=direction, threshold=threshold, margin=margin, n_examples=None,
+                     n_seeds=None, test=f"exact value ({what})")
+
+
+def not_testable(reason: str) -> Decision:
+    """A claim this data cannot decide, with the reason (never a silent pass or fail)."""
+    if not reason:
+        raise ValueError("a claim that is not testable here needs its reason")
+    return Decision(NOT_TESTABLE, None, None, None, None, None, "none", reason=reason)
