@@ -104,3 +104,15 @@ def test_replicate_offers_the_same_precisions_and_prints_a_summary():
     table = harness.summary_table([{"notebook": "vpt", "minutes": 2.0, "precision": "fp32", "threads": 2, "cpu": "x"},
                                    {"notebook": "vlm", "minutes": 1.5, "precision": "fp32", "threads": 2, "cpu": "x"}])
     assert "vpt" in table and table.splitlines()[-1].split() == ["total", "3.5"]
+
+
+def test_fp16_loops_get_a_grad_scaler_and_cpu_loops_do_not():
+    from vpkit.train import needs_grad_scaler
+
+    device.configure(precision="bf16", threads=None)
+    assert not needs_grad_scaler(torch.device("cpu"), True)
+    device.configure(precision="auto", threads=None, timer=bf16_costs(0.5))
+    assert needs_grad_scaler(torch.device("cuda"), True)  # CUDA autocast defaults to fp16
+    assert not needs_grad_scaler(torch.device("cuda"), False)
+    device.configure(precision="bf16", threads=None)
+    assert not needs_grad_scaler(torch.device("cuda"), True)

@@ -152,3 +152,15 @@ def test_polarity_rule():
     dark = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
     dark[:, :, 3:5, 3:5] = 255
     assert V.dark_background(dark) and not V.dark_background(255 - dark)
+
+
+def test_openai_clip_is_built_with_quick_gelu():
+    """OpenAI's CLIP weights need QuickGELU; open_clip's plain ViT-B-32 config uses nn.GELU (and only warns)."""
+    import open_clip
+    from open_clip.transformer import QuickGELU
+
+    m = V.create_openai_clip("ViT-B-32", pretrained=None)  # the paper architecture, random weights, no download
+    acts = [type(x) for x in m.modules() if isinstance(x, (QuickGELU, torch.nn.GELU))]
+    assert acts and all(a is QuickGELU for a in acts)
+    plain = open_clip.create_model("ViT-B-32", pretrained=None)
+    assert not any(isinstance(x, QuickGELU) for x in plain.modules()), "the default really differs"

@@ -104,6 +104,12 @@ def lr_multiplier(step: int, *, total: int, warmup: int, schedule: str = "cosine
     raise ValueError(f"schedule={schedule!r}; allowed: {SCHEDULES}")
 
 
+def needs_grad_scaler(device: torch.device, amp: bool) -> bool:
+    """True when a mixed-precision loop on ``device`` runs in fp16 (CUDA's default autocast), which needs a
+    ``GradScaler``; bf16 and fp32 keep fp32's exponent range and do not."""
+    return bool(amp) and precision(device) == "fp16"
+
+
 def make_optimizer(params, *, optimizer: str, lr: float, weight_decay: float, momentum: float = 0.9):
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -165,6 +171,8 @@ def fit(model: nn.Module, train_loader, *, epochs: int, lr: float, weight_decay:
                                                                         schedule=schedule))
     ce = nn.CrossEntropyLoss()
     hist = History(precision=precision(dev) if amp else "fp32")
+    # fp16 autocast (CUDA) needs loss scaling: small gradients underflow in fp16; bf16 and fp32 do not
+    scaler = torch.amp.GradScaler(dev.type, enabled=needs_grad_scaler(dev, amp))
     t_start = time.perf_counter()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     for epoch in range(epochs):
@@ -180,10 +188,12 @@ def fit(model: nn.Module, train_loader, *, epochs: int, lr: float, weight_decay:
                 else:
                     loss, logits = loss_fn(model, x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if grad_clip:
+                scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
                 nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
-            opt.step()
+            scaler.step(opt)  # skips the step when fp16 gradients overflowed
+            scaler.update()
             sched.step()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower lr={lr}")

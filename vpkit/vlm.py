@@ -181,12 +181,21 @@ class OpenClipVLM(VLM):
 OPENCLIP_ARCHS = {"clip_vit_b16": "ViT-B-16", "clip_vit_b32": "ViT-B-32"}
 
 
+def create_openai_clip(arch: str, pretrained: str | None = "openai"):
+    """open_clip's ``arch`` for OpenAI's CLIP weights, with **QuickGELU** (``force_quick_gelu=True``): those weights
+    were trained with it, and open_clip builds ``ViT-B-16`` / ``ViT-B-32`` with ``nn.GELU`` unless told (it only
+    warns), which shifts every CLIP number. ``pretrained=None`` builds the same architecture with random weights."""
+    import open_clip
+
+    return open_clip.create_model(arch, pretrained=pretrained, force_quick_gelu=True)
+
+
 def _open_clip_paper(name: str) -> OpenClipVLM:
     import open_clip
 
     arch = OPENCLIP_ARCHS[name]
     try:
-        model = open_clip.create_model(arch, pretrained="openai")
+        model = create_openai_clip(arch, pretrained="openai")
     except Exception as e:  # no network / no cache: one actionable line
         raise assets.AssetError(
             f"cannot load open_clip '{arch}' pretrained='openai' weights ({type(e).__name__}); this needs "
