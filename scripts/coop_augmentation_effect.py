@@ -16,6 +16,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -33,12 +34,13 @@ def main(argv=None) -> int:
     if args.views < 1 or 20 % args.views:
         ap.error(f"--views={args.views} must divide the 20 CoOp epochs")
 
-    from vpkit import device, report
+    from vpkit import device, report, stats
     from vpkit import vlm as V
     from vpkit.data import base_new_classes, few_shot_indices, offline_dataset, random_resized_crop_flip
     from vpkit.studies import cocoop
 
     device.configure(precision="auto", threads="auto", verbose=True)
+    res = report.Results(args.out, profile="offline", seed=0, config=vars(args))
     torch.manual_seed(0)
     cfg = cocoop.settings("offline")
     vlm = V.build_vlm(cfg["vlm"], img_size=cfg["img_size"])
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     base_names, new_names = [fs.classnames[c] for c in base], [fs.classnames[c] for c in new]
     kw = dict(cfg["coop"], optimizer=cfg["optimizer"], warmup_epochs=cfg["warmup_epochs"], n_ctx=cfg["n_ctx"],
               ctx_init=cfg["ctx_init"])
-    rows = []
+    rows, correct = [], {}
     for seed in args.seeds:
         for setting in ("clean (notebook 04)", f"augmented ({args.views} views)"):
             if setting.startswith("clean"):
@@ -68,8 +70,10 @@ def main(argv=None) -> int:
                 x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
                 epochs = kw["epochs"] // args.views
             model, _ = cocoop.train_prompt("coop", vlm, base_names, x, y, seed=seed, **{**kw, "epochs": epochs})
-            acc_b = cocoop.accuracy_on(model, *fs.split("test", base))
-            acc_n = cocoop.accuracy_on(model, *fs.split("test", new), new_names)
+            cb = cocoop.correct_on(model, *fs.split("test", base)).float().numpy()
+            cn = cocoop.correct_on(model, *fs.split("test", new), new_names).float().numpy()
+            correct[(setting.split()[0], seed)] = (cb, cn)
+            acc_b, acc_n = float(cb.mean()), float(cn.mean())
             rows.append({"dataset": args.dataset, "setting": setting, "seed": seed, "k": args.k, "epochs": epochs,
                          "train_features": len(y), "base": acc_b, "new": acc_n})
             print(rows[-1], flush=True)
@@ -77,15 +81,20 @@ def main(argv=None) -> int:
     summary = df.groupby("setting", sort=False)[["base", "new"]].agg(["mean", "std"])
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]
     summary = summary.reset_index()
-    piv = df.pivot_table(index="seed", columns="setting", values=["base", "new"])
-    diff = {m: (piv[m].iloc[:, 1] - piv[m].iloc[:, 0]) for m in ("base", "new")}  # augmented - clean, per seed
-    res = report.Results(args.out, profile="offline", seed=0, config=vars(args))
+    decisions = {}
+    for i, m in enumerate(("base", "new")):  # augmented - clean on the same test examples, seeds then examples
+        aug = np.stack([correct[("augmented", s)][i] for s in args.seeds])
+        clean = np.stack([correct[("clean", s)][i] for s in args.seeds])
+        decisions[m] = stats.hierarchical_bootstrap(aug, clean, direction="~", margin=0.02).as_dict()
     res.table("runs", df)
     res.table("summary", summary)
-    res.json("paired_difference.json", {m: {"per_seed": d.round(4).tolist(), "mean": float(d.mean()),
-                                            "min": float(d.min()), "max": float(d.max())} for m, d in diff.items()})
+    res.json("paired_difference.json", {"comparison": "augmented - clean accuracy; equivalence margin 2 points",
+                                        **decisions})
     res.run_info()
     print(summary.round(4).to_string(index=False))
+    for m, d in decisions.items():
+        print(f"{m}: augmented - clean {d['margin']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] -> {d['verdict']}"
+              f" (within 2 points?)")
     return 0
 
 

@@ -102,9 +102,10 @@ def train_prompt(method: str, vlm: VLM, classnames: list[str], features: torch.T
 
 
 @torch.no_grad()
-def accuracy_on(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, classnames: list[str] | None = None,
-                *, batch_size: int = 64) -> float:
-    """Accuracy of a prompt model on features, optionally over other ``classnames`` (new classes/datasets)."""
+def correct_on(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, classnames: list[str] | None = None,
+               *, batch_size: int = 64) -> torch.Tensor:
+    """Per-example correctness (bool, one per feature row) of a prompt model, optionally over other
+    ``classnames`` (new classes/datasets)."""
     old = None
     if classnames is not None and list(classnames) != model.classnames:
         old = model.classnames
@@ -120,7 +121,14 @@ def accuracy_on(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, 
     finally:
         if old is not None:
             model.set_classnames(old)
-    return float((pred == torch.as_tensor(labels)).float().mean())
+    return pred == torch.as_tensor(labels)
+
+
+@torch.no_grad()
+def accuracy_on(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, classnames: list[str] | None = None,
+                *, batch_size: int = 64) -> float:
+    """Accuracy of a prompt model on features (the mean of :func:`correct_on`)."""
+    return float(correct_on(model, features, labels, classnames, batch_size=batch_size).float().mean())
 
 
 @torch.no_grad()
