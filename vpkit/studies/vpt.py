@@ -48,9 +48,11 @@ PROFILES = {  # notebooks/01_vpt.ipynb (Jia et al. 2022); lr = base_lr * batch_s
                     render_size=56, n_train=800, n_val=200, n_test=300,
                     methods=["linear", "vpt_shallow", "vpt_deep", "full"],
                     extra_methods=["partial_1", "bias", "adapter"], seeds=[0, 1], extra_seeds=[0],
-                    base_lrs={"linear": [0.48, 0.16], "vpt_shallow": [0.16, 0.048], "vpt_deep": [0.16, 0.048],
-                              "full": [1.6e-3, 4.8e-4], "partial_1": [4.8e-3], "bias": [0.048],
-                              "adapter": [0.048]},
+                    # one more value on each side where the official head init put the validation choice on the
+                    # edge of the former 2-value grids (linear, shallow: top; full: bottom; deep: both)
+                    base_lrs={"linear": [1.6, 0.48, 0.16], "vpt_shallow": [0.48, 0.16, 0.048],
+                              "vpt_deep": [0.48, 0.16, 0.048, 0.016], "full": [1.6e-3, 4.8e-4, 1.6e-4],
+                              "partial_1": [4.8e-3], "bias": [0.048], "adapter": [0.048]},
                     weight_decays=[1e-4], tune_on={"fashion_mnist": "digits", "mnist5k": "digits",
                                                    "clevr_count": "dsprites_location"},
                     optimizer="adamw", epochs=1, batch_size=16, warmup_epochs=0.2, amp=True, num_tokens=5,
