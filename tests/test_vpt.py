@@ -306,3 +306,21 @@ def test_run_suite_reuses_the_donor_tasks_tuning(monkeypatch):
     with pytest.raises(ValueError, match="base_lrs"):
         protocol.run_suite(None, suite, methods=["vpt_deep"], base_lrs={}, weight_decays=[0.0], seeds=[0],
                            train=protocol.TrainConfig(), log=None)
+
+
+def test_paper_backbone_is_the_official_vit_with_imagenet_statistics(monkeypatch):
+    """Official VPT: imagenet21k_ViT-B_16.npz (timm's ``orig_in21k``) fed ImageNet mean/std-normalised images."""
+    import timm
+
+    from vpkit import backbones
+
+    asked, real = {}, timm.create_model
+
+    def fake_create(arch, pretrained=False, **kw):
+        asked["arch"], asked["pretrained"] = arch, pretrained
+        return real("test_vit", pretrained=False, num_classes=0)  # the same code path, no download
+
+    monkeypatch.setattr(timm, "create_model", fake_create)
+    b = backbones.build_backbone("vit_b16_in21k")
+    assert asked == {"arch": "vit_base_patch16_224.orig_in21k", "pretrained": True}
+    assert b.mean == backbones.IMAGENET_MEAN and b.std == backbones.IMAGENET_STD
