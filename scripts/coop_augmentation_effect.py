@@ -36,7 +36,7 @@ def main(argv=None) -> int:
 
     from vpkit import device, report, stats
     from vpkit import vlm as V
-    from vpkit.data import base_new_classes, few_shot_indices, offline_dataset, random_resized_crop_flip
+    from vpkit.data import base_new_classes
     from vpkit.studies import cocoop
 
     device.configure(precision="auto", threads="auto", verbose=True)
@@ -45,16 +45,9 @@ def main(argv=None) -> int:
     cfg = cocoop.settings("offline")
     vlm = V.build_vlm(cfg["vlm"], img_size=cfg["img_size"])
     max_shots = args.k * len(args.seeds)
-    fs = cocoop.dataset_features(vlm, args.dataset, max_shots=max_shots, n_test_per_class=cfg["n_test_per_class"])
-    pool, _ = offline_dataset(args.dataset)  # the same images dataset_features encoded, in the same order
-    tr = pool.subset(few_shot_indices(pool.labels, max_shots, seed=0, num_classes=pool.num_classes))
-    assert torch.equal(tr.labels, fs.train_labels)
-    views = []
-    for v in range(args.views):  # CoOp's transform: RandomResizedCrop(scale=(0.08, 1)) + RandomHorizontalFlip
-        g = torch.Generator().manual_seed(100 + v)
-        x = random_resized_crop_flip(tr.images, size=tr.images.shape[-1], generator=g, scale=(0.08, 1.0))
-        u8 = (x * 255).round().clamp(0, 255).to(torch.uint8)
-        views.append(V.encode_images(vlm, u8, invert=fs.invert))
+    fs = cocoop.dataset_features(vlm, args.dataset, max_shots=max_shots, n_test_per_class=cfg["n_test_per_class"],
+                                 train_views=args.views)
+    clean = dataclasses.replace(fs, train_views=[])
     base, new = base_new_classes(len(fs.classnames))
     base_names, new_names = [fs.classnames[c] for c in base], [fs.classnames[c] for c in new]
     kw = dict(cfg["coop"], optimizer=cfg["optimizer"], warmup_epochs=cfg["warmup_epochs"], n_ctx=cfg["n_ctx"],
@@ -62,13 +55,9 @@ def main(argv=None) -> int:
     rows, correct = [], {}
     for seed in args.seeds:
         for setting in ("clean (notebook 04)", f"augmented ({args.views} views)"):
-            if setting.startswith("clean"):
-                x, y = fs.split("train", base, args.k, seed=seed)
-                epochs = kw["epochs"]
-            else:
-                parts = [dataclasses.replace(fs, train=f).split("train", base, args.k, seed=seed) for f in views]
-                x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-                epochs = kw["epochs"] // args.views
+            use = clean if setting.startswith("clean") else fs
+            x, y = use.train_split(base, args.k, seed=seed)
+            epochs = kw["epochs"] // max(1, len(use.train_views))
             model, _ = cocoop.train_prompt("coop", vlm, base_names, x, y, seed=seed, **{**kw, "epochs": epochs})
             cb = cocoop.correct_on(model, *fs.split("test", base)).float().numpy()
             cn = cocoop.correct_on(model, *fs.split("test", new), new_names).float().numpy()

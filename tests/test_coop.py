@@ -150,3 +150,24 @@ def test_zero_shot_baseline_uses_the_official_per_dataset_template(vlm, monkeypa
     fs = cocoop.FeatureSet("eurosat", names, f, torch.arange(8) % 4, f, torch.arange(8) % 4, {}, False)
     row, _ = cocoop.base_to_new(vlm, fs, "zero_shot", k=1, train_kw={})
     assert used == ["a centered satellite photo of {}."] * 2 and row["base"] == 0.5
+
+
+def test_augmented_views_stand_in_for_per_epoch_augmentation(vlm, monkeypatch):
+    """Official CoOp: a fresh RandomResizedCrop(0.08-1) + flip of every shot each epoch. With ``train_views=V``
+    the study trains on V cached views of the same shots for epochs // V passes (the same number of steps)."""
+    fs = cocoop.dataset_features(vlm, "digits", max_shots=2, n_test_per_class=1, train_views=2, amp=False)
+    assert len(fs.train_views) == 2 and all(v.shape == fs.train.shape for v in fs.train_views)
+    assert not torch.allclose(fs.train_views[0], fs.train) and not torch.allclose(*fs.train_views)
+    x, y = fs.train_split([0, 1, 2], 2, seed=1)
+    cx, cy = fs.split("train", [0, 1, 2], 2, seed=1)
+    assert len(y) == 2 * len(cy) and torch.equal(y, torch.cat([cy, cy]))  # the same shots, once per view
+    seen = {}
+
+    def fake_train(method, vlm, names, x, y, *, epochs, **kw):
+        seen["epochs"], seen["n"] = epochs, len(y)
+        return coop.CoOp(vlm, names), None
+
+    monkeypatch.setattr(cocoop, "train_prompt", fake_train)
+    monkeypatch.setattr(cocoop, "accuracy_on", lambda *a, **k: 0.5)
+    cocoop.base_to_new(vlm, fs, "coop", k=2, seed=1, train_kw={"epochs": 20, "batch_size": 4})
+    assert seen == {"epochs": 10, "n": 2 * 5 * 2}  # 20 epochs over 2 views -> 10 passes; 5 base classes x 2 shots

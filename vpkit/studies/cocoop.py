@@ -10,9 +10,10 @@ one file; :func:`settings` validates through :func:`vpkit.profiles.resolve`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ PROFILES = {
                   coop=dict(epochs=1, batch_size=4, lr=0.2), cocoop=dict(epochs=1, batch_size=2, lr=0.05),
                   optimizer="sgd", warmup_epochs=0, shift_dataset="digits", shifts=["inverted"],
                   cross=[], ablation_dataset="digits", ablation_init=False, ablation_seeds=[0],
-                  ablation_n_ctx=[1], ablation_bigger_coop=False, timing_batch=2, timing_repeats=1),
+                  ablation_n_ctx=[1], ablation_bigger_coop=False, timing_batch=2, timing_repeats=1, train_views=0),
     "offline": dict(vlm="offline", img_size=128, datasets=["fashion_mnist", "mnist5k", "digits"],
                     shots=[1, 2, 4, 8, 16], n_test_per_class=50, seeds=[1, 2, 3], n_ctx=4, ctx_init="a photo of a",
                     template="a photo of a {}.", coop=dict(epochs=20, batch_size=16, lr=0.2),
@@ -41,7 +42,7 @@ PROFILES = {
                     shift_dataset="fashion_mnist", shifts=["inverted", "gaussian_noise:3"],
                     cross=[["mnist5k", "digits"]], ablation_dataset="fashion_mnist", ablation_init=True,
                     ablation_seeds=[1, 2, 3], ablation_n_ctx=[1, 8, 16], ablation_bigger_coop=True,
-                    timing_batch=8, timing_repeats=3),
+                    timing_batch=8, timing_repeats=3, train_views=0),
     "paper": dict(vlm="clip_vit_b16", img_size=None,
                   datasets=["eurosat", "dtd", "flowers102", "oxford_pets", "food101", "caltech101",
                             "fgvc_aircraft", "sun397"],
@@ -54,7 +55,8 @@ PROFILES = {
                                                      "fgvc_aircraft", "sun397"]],
                   ablation_dataset="dtd", ablation_init=True, ablation_seeds=[1, 2, 3],
                   ablation_n_ctx=[1, 8, 16], ablation_bigger_coop=True, timing_batch=32, timing_repeats=3,
-                  num_threads=None),
+                  num_threads=None,
+                  train_views=10),  # cached augmented views of each shot (official: a fresh view every epoch)
 }
 
 
@@ -180,6 +182,17 @@ class FeatureSet:
     shifted: dict
     invert: bool
     seconds: float = 0.0
+    # features of augmented views of the training pool (CoOp's RandomResizedCrop(0.08-1) + flip), same rows as
+    # ``train``; empty = train on the un-augmented features only (the offline profile)
+    train_views: list = field(default_factory=list)
+
+    def train_split(self, classes: list[int], k: int, *, seed: int = 0):
+        """The K-shot training features: the clean ones, or every augmented view of the same shots stacked."""
+        if not self.train_views:
+            return self.split("train", classes, k, seed=seed)
+        parts = [dataclasses.replace(self, train=v, train_views=[]).split("train", classes, k, seed=seed)
+                 for v in self.train_views]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def split(self, which: str, classes: list[int], k: int | None = None, *, seed: int = 0):
         """Features and relabelled labels (0..len(classes)-1) of ``classes``; ``k`` shots for ``train``."""
@@ -197,14 +210,16 @@ class FeatureSet:
 
 def dataset_features(vlm: VLM, name: str, *, max_shots: int, n_test_per_class: int | None, seed: int = 0,
                      shifts: tuple[str, ...] = (), batch_size: int = 64, amp: bool = True,
-                     image_size: int | None = None) -> FeatureSet:
+                     image_size: int | None = None, train_views: int = 0) -> FeatureSet:
     """Encode ``max_shots`` training images per class and ``n_test_per_class`` test images per class once (no
     augmentation). Offline datasets are encoded in the polarity :func:`vpkit.vlm.dark_background` picks from
     the training pool; the ``paper`` datasets (:data:`vpkit.data.COOP_DATASETS`, via torchvision, resized to
     ``image_size``) as they are. ``shifts``: ``"inverted"`` (the other polarity) and/or
     ``"<corruption>:<severity>"`` from :mod:`vpkit.data.shift` (applied at native resolution), encoded from the same
-    test images."""
-    from ..data import OFFLINE_DATASETS, few_shot_indices, load_torchvision, offline_dataset
+    test images. ``train_views``: also encode that many augmented views of the training pool (CoOp's
+    RandomResizedCrop(scale 0.08-1) + flip, seeded), which :func:`base_to_new` trains on in place of the
+    official per-epoch augmentation."""
+    from ..data import OFFLINE_DATASETS, few_shot_indices, load_torchvision, offline_dataset, random_resized_crop_flip
     from ..data.shift import corrupt
     from ..vlm import DATASET_CLASSNAMES, dark_background, encode_images
 
@@ -233,8 +248,13 @@ def dataset_features(vlm: VLM, name: str, *, max_shots: int, n_test_per_class: i
         else:
             cname, sev = s.split(":")
             shifted[s] = enc(corrupt(te.images, cname, int(sev), seed=seed))
+    views = []
+    for v in range(train_views):
+        g = torch.Generator().manual_seed(100 + v)
+        x = random_resized_crop_flip(tr.images, size=tr.images.shape[-1], generator=g, scale=(0.08, 1.0))
+        views.append(enc((x * 255).round().clamp(0, 255).to(torch.uint8)))
     return FeatureSet(name, list(DATASET_CLASSNAMES.get(name, tr.classes)), enc(tr.images), tr.labels,
-                      enc(te.images), te.labels, shifted, inv, time.perf_counter() - t0)
+                      enc(te.images), te.labels, shifted, inv, time.perf_counter() - t0, views)
 
 
 # The official zero-shot baseline's hand-written template per dataset (CoOp trainers/zsclip.py); datasets not
@@ -262,7 +282,7 @@ def base_to_new(vlm: VLM, fs: FeatureSet, method: str, *, k: int, seed: int = 0,
 
     base, new = base_new_classes(len(fs.classnames))
     base_names, new_names = [fs.classnames[c] for c in base], [fs.classnames[c] for c in new]
-    x, y = fs.split("train", base, k, seed=seed)
+    x, y = fs.train_split(base, k, seed=seed)
     if method == "zero_shot":
         model, hist = None, None
         tmpl = zero_shot_template(fs.name)
@@ -270,7 +290,10 @@ def base_to_new(vlm: VLM, fs: FeatureSet, method: str, *, k: int, seed: int = 0,
         acc_n = zero_shot_accuracy(vlm, *fs.split("test", new), new_names, tmpl)
         n_train = 0
     else:
-        model, hist = train_prompt(method, vlm, base_names, x, y, seed=seed, **train_kw, **(prompt_kw or {}))
+        kw = dict(train_kw)
+        if fs.train_views:  # V cached views stand in for V epochs of fresh augmentation: the same number of steps
+            kw["epochs"] = max(1, kw["epochs"] // len(fs.train_views))
+        model, hist = train_prompt(method, vlm, base_names, x, y, seed=seed, **kw, **(prompt_kw or {}))
         acc_b = accuracy_on(model, *fs.split("test", base))
         acc_n = accuracy_on(model, *fs.split("test", new), new_names)
         n_train = sum(model.trainable_parameters().values())
