@@ -31,7 +31,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MIN_SPEEDUP = 1.2  # bf16 must be at least this much faster than fp32 on both probes to be chosen
 THREADS_MIN_SPEEDUP = 1.2  # one thread must be this much faster than all of them to be chosen
 
-_STATE: dict = {"precision": "auto", "threads": None, "measured": {}}
+_STATE: dict = {"precision": "auto", "measured": {}}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -144,7 +144,6 @@ def configure(*, precision: str = "auto", threads: int | str | None = "auto", ve
         threads = choose_threads(secs)
     if threads is not None:
         torch.set_num_threads(int(threads))
-    _STATE["threads"] = torch.get_num_threads()
     if precision == "auto" and resolve_device("auto").type == "cpu":
         _STATE["measured"].update(measure_precision(timer=timer))
     info = describe()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import ImageSet, batch_indices, random_resized_crop_flip, to_model_input
+from . import ImageSet, batch_indices, normalize, random_resized_crop_flip, to_model_input
 
 
 @dataclass
@@ -113,10 +113,7 @@ class BatchLoader:
         if self.augment:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + step)
             x = random_resized_crop_flip(images, size=self.size, generator=g)
-            if not self.normalize:
-                return x
-            m = torch.tensor(self.mean, dtype=x.dtype).view(1, 3, 1, 1)
-            return (x - m) / torch.tensor(self.std, dtype=x.dtype).view(1, 3, 1, 1)
+            return normalize(x, self.mean, self.std) if self.normalize else x
         if not self.normalize:
             return to_model_input(images, size=self.size, mean=(0.0,) * 3, std=(1.0,) * 3)
         return to_model_input(images, size=self.size, mean=self.mean, std=self.std)
