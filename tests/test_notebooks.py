@@ -5,7 +5,7 @@ import os
 import papermill as pm
 import pytest
 
-from vpkit import harness
+from vpkit import harness, stats
 
 NAMES = list(harness.NOTEBOOKS)
 REQUIRED_PARAMETERS = {"profile", "seed", "results_dir"}  # what the harness and the tests pass
@@ -41,7 +41,8 @@ def test_smoke_run_writes_results(name, smoke_runs):
     run = json.loads((out / "run.json").read_text())
     assert metrics["profile"] == "smoke" and metrics["headline"]
     for c in metrics["claims"]:
-        assert {"id", "statement", "paper", "ours", "holds"} <= set(c) and isinstance(c["holds"], bool)
+        assert {"id", "statement", "paper", "ours", "holds", "verdict", "ci_low", "ci_high", "test"} <= set(c)
+        assert isinstance(c["holds"], bool) and c["verdict"] in (*stats.VERDICTS, None)
     assert run["network_blocked"] is True, "the smoke run must execute with the network guard on"
     assert (out / harness.NOTEBOOKS[name]).exists()
     assert list(out.glob("*.png")) and list(out.glob("*.csv"))

@@ -159,6 +159,9 @@ def main(argv=None) -> int:
     sub.add_parser("list", help="list the notebooks")
     rd = sub.add_parser("readme", help="refresh README's quoted results from results/ (or --check them)")
     rd.add_argument("--check", action="store_true")
+    sm = sub.add_parser("summary", help="write results/SUMMARY.md (every claim with its interval and verdict)")
+    sm.add_argument("--check", action="store_true")
+    sm.add_argument("--results", default=str(REPO_ROOT / "results"))
     sub.add_parser("assets", help="convert the offline backbones into the cache and print their checksums")
     args = ap.parse_args(argv)
     if args.cmd == "assets":
@@ -179,6 +182,12 @@ def main(argv=None) -> int:
         stale = sync_readme(check=args.check)
         for rel in stale:
             print(f"{'out of date' if args.check else 'refreshed'}: {rel}")
+        return 1 if (stale and args.check) else 0
+    if args.cmd == "summary":
+        from .report import sync_summary
+
+        stale = sync_summary(args.results, list(NOTEBOOKS), check=args.check)
+        print(f"{Path(args.results) / 'SUMMARY.md'}: {'out of date' if stale and args.check else 'refreshed' if stale else 'current'}")
         return 1 if (stale and args.check) else 0
     if args.cmd == "list":
         for n, f in NOTEBOOKS.items():
@@ -210,6 +219,10 @@ def main(argv=None) -> int:
         summary.append(_summary_row(n, out.parent, time.time() - t0))
         print(f"[{i}/{len(names)}] {n} done in {time.time() - t0:.0f}s -> {out.parent}", flush=True)
     print(summary_table(summary))
+    from .report import sync_summary
+
+    if sync_summary(args.results, list(NOTEBOOKS)):
+        print(f"refreshed {Path(args.results) / 'SUMMARY.md'}")
     if args.profile == "offline" and Path(args.results).resolve() == (REPO_ROOT / "results").resolve():
         from .report import sync_readme
 

@@ -11,6 +11,50 @@ def _plt():
     return plt
 
 
+# One colour per method across every figure of the project (issue 16, item 6). Names are the methods' table names;
+# any other name gets a fixed colour from its hash (never one that depends on the order of a legend).
+METHOD_COLORS = {
+    "linear": "#4c72b0", "linear_probe": "#4c72b0", "full": "#c44e52", "partial": "#8c8c8c", "partial-1": "#8c8c8c",
+    "partial-2": "#a6a6a6", "bias": "#937860", "bitfit": "#937860", "adapter": "#da8bc3", "side": "#ccb974",
+    "vpt_shallow": "#64b5cd", "vpt-shallow": "#64b5cd", "shallow": "#64b5cd", "vpt_deep": "#dd8452",
+    "vpt-deep": "#dd8452", "deep": "#dd8452", "protuning": "#55a868", "pro-tuning": "#55a868",
+    "zero_shot": "#7f7f7f", "zero-shot": "#7f7f7f", "tp": "#7f7f7f", "tp_zero_shot": "#7f7f7f",
+    "coop": "#4c72b0", "cocoop": "#dd8452", "vp_tp": "#dd8452", "vp": "#dd8452",
+    "l2p": "#4c72b0", "ft": "#c44e52", "finetune": "#c44e52", "lwf": "#8172b3",
+}
+
+
+def method_color(name: str) -> str:
+    """The project-wide colour of a method (case-insensitive; unknown names: a fixed colour from a CRC of the name)."""
+    import zlib
+
+    key = str(name).lower()
+    if key in METHOD_COLORS:
+        return METHOD_COLORS[key]
+    tab = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5"]
+    return tab[zlib.crc32(key.encode()) % len(tab)]
+
+
+def method_palette(names) -> dict:
+    """``{name: colour}`` for seaborn's ``palette=``, from :func:`method_color`."""
+    return {n: method_color(n) for n in names}
+
+
+def interval_of_mean(values, *, level: float = 0.95) -> tuple[float, float]:
+    """The Student-t interval of the mean of ``values`` (e.g. one accuracy per seed) for error bars; the mean itself
+    when there are fewer than 2 values."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        m = float(v.mean()) if len(v) else float("nan")
+        return m, m
+    h = float(t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return float(v.mean()) - h, float(v.mean()) + h
+
+
 def accuracy_matrices(results: dict, *, max_cols: int = 4):
     """Lower-triangular heatmaps of continual-learning accuracy matrices (row = after task t, column = task),
     one panel per run; ``results`` maps a name to a :class:`vpkit.continual.ContinualResult`."""

@@ -10,10 +10,13 @@ import math
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .assets import atomic_write_bytes
+from .stats import Decision
+
+OUTCOMES = "outcomes.npz"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONED_PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "scikit-learn", "transformers",
@@ -22,14 +25,46 @@ VERSIONED_PACKAGES = ("torch", "torchvision", "timm", "open_clip_torch", "numpy"
 
 @dataclass
 class Claim:
-    """One checkable statement of a paper, with the paper's value, ours, and whether it holds here."""
+    """One checkable statement of a paper, with the paper's value, ours, and its verdict here.
+
+    ``decision`` (a :class:`vpkit.stats.Decision`) carries the margin, its 95% interval and one of the four verdicts;
+    ``holds`` is then ``verdict == "holds"``. A claim without a decision is a bare sign test (``holds`` given by the
+    caller); ``metrics.json`` and SUMMARY mark it as undecided by an interval."""
 
     id: str
     statement: str
     paper: float | str | None
     ours: float | str | None
-    holds: bool
+    holds: bool | None = None
     note: str = ""
+    decision: Decision | None = None
+
+    def __post_init__(self):
+        if self.decision is not None:
+            if self.holds is not None and bool(self.holds) != self.decision.holds:
+                raise ValueError(f"claim {self.id}: holds={self.holds} disagrees with the verdict "
+                                 f"{self.decision.verdict!r}; pass the decision only")
+            self.holds = self.decision.holds
+        elif self.holds is None:
+            raise ValueError(f"claim {self.id}: needs a decision (vpkit.stats) or, for a bare sign test, holds")
+        else:
+            self.holds = bool(self.holds)
+
+    @property
+    def verdict(self) -> str | None:
+        return self.decision.verdict if self.decision is not None else None
+
+    def as_dict(self) -> dict:
+        """The ``metrics.json`` record: today's fields plus verdict, margin, ci_low, ci_high, n_examples, n_seeds,
+        test, reason, unit (``verdict=None``, ``test="sign only"`` for a claim without an interval)."""
+        d = {"id": self.id, "statement": self.statement, "paper": self.paper, "ours": self.ours, "holds": self.holds,
+             "note": self.note}
+        if self.decision is not None:
+            d.update({k: v for k, v in self.decision.as_dict().items() if k != "holds"})
+        else:
+            d.update(verdict=None, margin=None, ci_low=None, ci_high=None, n_examples=None, n_seeds=None,
+                     test="sign only (no interval)", reason="", unit="")
+        return d
 
 
 def _clean(obj):
@@ -108,9 +143,28 @@ class Results:
 
     def metrics(self, headline: dict, claims: list[Claim] = (), **extra) -> Path:
         """``metrics.json``: headline numbers and claims (id, statement, paper, ours, holds)."""
-        claims = [asdict(c) if isinstance(c, Claim) else dict(c) for c in claims]
+        claims = [c.as_dict() if isinstance(c, Claim) else dict(c) for c in claims]
         return self.json("metrics.json", {"profile": self.profile, "seed": self.seed, "headline": headline,
                                           "claims": claims, **extra})
+
+    def outcomes(self, runs: dict) -> Path:
+        """``outcomes.npz``: per-example outcomes of every evaluated run, ``{"method/dataset/seed": array}``
+        (correct flags as bool, or predicted labels as ints), so every claim's interval can be recomputed from
+        ``results/`` alone (:func:`load_outcomes`)."""
+        import numpy as np
+
+        arrays = {}
+        for k, v in runs.items():
+            a = np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
+            if a.dtype.kind == "f" and set(np.unique(a)) <= {0.0, 1.0}:
+                a = a.astype(bool)
+            elif a.dtype.kind in "iu":
+                a = a.astype(np.int16 if a.size == 0 or (a.min() >= -2**15 and a.max() < 2**15) else np.int64)
+            arrays[str(k)] = a
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        atomic_write_bytes(self._path(OUTCOMES), buf.getvalue())
+        return self.dir / OUTCOMES
 
     def run_info(self, **extra) -> Path:
         """``run.json``: profile, seed, git sha + dirty flag, versions, device, precision, threads and the CPU
@@ -176,14 +230,91 @@ def _fmt(v) -> str:
     return str(v).replace("|", "/")
 
 
+def load_outcomes(results_dir: str | Path) -> dict:
+    """The per-example outcomes a notebook saved with :meth:`Results.outcomes` (``{}`` when there are none)."""
+    import numpy as np
+
+    f = Path(results_dir) / OUTCOMES
+    if not f.exists():
+        return {}
+    with np.load(f) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _num(v, unit: str) -> str:
+    return f"{v:+.2f}" if unit == "points" else f"{v:+.3g}"
+
+
+def interval_text(c: dict) -> str:
+    """``+3.10 [+1.20, +5.00] points`` for a claim record; ``–`` without an interval."""
+    if c.get("ci_low") is None or c.get("margin") is None:
+        return "–"
+    u = c.get("unit") or ""
+    return f"{_num(c['margin'], u)} [{_num(c['ci_low'], u)}, {_num(c['ci_high'], u)}]{' ' + u if u else ''}"
+
+
+def verdict_text(c: dict) -> str:
+    """The verdict of a claim record; a claim without an interval says so."""
+    v = c.get("verdict")
+    if v is None:
+        return f"sign only: {'holds' if c['holds'] else 'does not hold'} (no interval)"
+    return f"**{v}**" if v != "holds" else v
+
+
 def claims_markdown(metrics: dict) -> str:
-    """The claims of a ``metrics.json`` as a Markdown table: statement, paper, ours, holds, note (e.g. whether
-    the margin is within seed noise)."""
-    rows = ["| claim | paper | ours | holds here? | note |", "|---|---|---|---|---|"]
+    """The claims of a ``metrics.json`` as a Markdown table: statement, paper, ours, the margin with its 95%
+    interval, the verdict, and the note (how the interval was computed, or why the claim is not testable)."""
+    rows = ["| claim | paper | ours | margin [95% interval] | verdict | note |", "|---|---|---|---|---|---|"]
     for c in metrics.get("claims", []):
+        note = "; ".join(x for x in (c.get("reason"), c.get("note"),
+                                      c.get("test") if c.get("verdict") not in (None, "not testable here") else "")
+                         if x)
         rows.append(f"| {_fmt(c['statement'])} | {_fmt(c.get('paper'))} | {_fmt(c.get('ours'))} | "
-                    f"{'yes' if c['holds'] else '**no**'} | {_fmt(c.get('note') or '')} |")
+                    f"{interval_text(c)} | {verdict_text(c)} | {_fmt(note)} |")
     return "\n".join(rows)
+
+
+SUMMARY_VERDICTS = ("holds", "does not hold", "inconclusive", "not testable here", None)
+
+
+def summary_markdown(results_root: str | Path, names: list[str]) -> str:
+    """``results/SUMMARY.md``: every claim of every source (paper, ours with its interval, verdict) and the count
+    of verdicts per source, from the ``metrics.json`` files alone."""
+    root = Path(results_root)
+    count_rows, sections = [], []
+    for name in names:
+        f = root / name / "metrics.json"
+        if not f.exists():
+            continue
+        m = json.loads(f.read_text())
+        claims = m.get("claims", [])
+        n = {v: sum(c.get("verdict") == v for c in claims) for v in SUMMARY_VERDICTS}
+        decided = len(claims) - n[None]
+        share = f"{n['inconclusive'] / decided:.0%}" if decided else "–"
+        count_rows.append(f"| {name} | {len(claims)} | " + " | ".join(str(n[v]) for v in SUMMARY_VERDICTS)
+                          + f" | {share} |")
+        sections += [f"## {name}", "", f"`results/{name}/metrics.json` (profile `{m.get('profile')}`)", "",
+                     claims_markdown(m), ""]
+    head = ["# Summary of every claim", "",
+            "Generated by `python3 -m vpkit summary` from `results/*/metrics.json`; do not edit by hand. A verdict is "
+            "decided by the 95% interval of its margin (`vpkit/stats.py`): **holds** (the interval lies on the "
+            "claimed side of the threshold), **does not hold** (on the other side), **inconclusive** (it contains "
+            "the threshold), **not testable here** (with the reason). \"sign only\" marks a claim of a notebook "
+            "not yet re-run with per-example outcomes: its `holds` is a bare sign test and should not be cited. "
+            "Margins of accuracies are in percentage points.", "",
+            "| source | claims | holds | does not hold | inconclusive | not testable here | sign only | "
+            "inconclusive share (of decided) |", "|---|---|---|---|---|---|---|---|", *count_rows, ""]
+    return "\n".join(head + sections).rstrip() + "\n"
+
+
+def sync_summary(results_root: str | Path, names: list[str], *, check: bool = False) -> bool:
+    """Write ``SUMMARY.md`` under ``results_root``; returns True if it was out of date (``check``: write nothing)."""
+    f = Path(results_root) / "SUMMARY.md"
+    new = summary_markdown(results_root, names)
+    stale = not f.exists() or f.read_text() != new
+    if stale and not check:
+        atomic_write_bytes(f, new.encode())
+    return stale
 
 
 def sync_readme(readme: str | Path = REPO_ROOT / "README.md", *, check: bool = False) -> list[str]:

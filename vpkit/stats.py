@@ -49,6 +49,13 @@ class Decision:
     n_seeds: int | None
     test: str  # how the interval was computed
     reason: str = ""
+    unit: str = ""  # of margin / ci (e.g. "points": accuracy differences times 100)
+
+    def scaled(self, factor: float = 100.0, unit: str = "points") -> "Decision":
+        """The same decision with margin and interval multiplied by ``factor`` (fractions -> percentage points)."""
+        f = lambda v: None if v is None else float(v) * factor  # noqa: E731
+        return Decision(self.verdict, f(self.margin), f(self.ci_low), f(self.ci_high), self.n_examples, self.n_seeds,
+                        self.test, self.reason, unit)
 
     @property
     def holds(self) -> bool:
@@ -108,10 +115,60 @@ def paired_bootstrap(a, b, *, direction: str = ">", threshold: float = 0.0, marg
         lo = hi = d
     else:
         r = bootstrap((a, b), stat, paired=True, vectorized=True, n_resamples=n_resamples, confidence_level=LEVEL,
-                      method="percentile", random_state=np.random.default_rng(seed))
+                      method="percentile", random_state=np.random.default_rng(seed),
+                      batch=max(1, 2_000_000 // len(a)))
         lo, hi = r.confidence_interval
     return _decision(a.mean() - b.mean(), lo, hi, direction=direction, threshold=threshold, margin=margin,
                      n_examples=len(a), n_seeds=1, test="paired bootstrap over test examples (95%, percentile)")
+
+
+def _resampled_means(outcomes: dict, *, n_resamples: int, seed: int, chunk: int = 250):
+    """Bootstrap means of several outcome arrays at once: ``outcomes`` maps ``(example_set, run)`` to a
+    ``(seeds, examples)`` array. Each resample draws seeds with replacement (one draw for every array, so seed ``i``
+    of one run stays paired with seed ``i`` of another), then examples with replacement within each example set (one
+    draw per set, shared by every run evaluated on it: pairs kept). Returns ``{key: (n_resamples,) means}``."""
+    arrays = {k: _as_2d(v) for k, v in outcomes.items()}
+    seeds = {a.shape[0] for a in arrays.values()}
+    if len(seeds) != 1:
+        raise ValueError(f"every run needs the same number of seeds; got {sorted(seeds)}")
+    s = seeds.pop()
+    sizes: dict = {}
+    for (es, _), a in arrays.items():
+        if sizes.setdefault(es, a.shape[1]) != a.shape[1]:
+            raise ValueError(f"runs on example set {es!r} have different numbers of examples")
+    if min(sizes.values()) < 2:
+        raise ValueError("need >= 2 examples per example set")
+    rng = np.random.default_rng(seed)
+    out = {k: np.empty(n_resamples) for k in arrays}
+    for lo in range(0, n_resamples, chunk):
+        r = min(chunk, n_resamples - lo)
+        w_seed = rng.multinomial(s, np.full(s, 1 / s), size=r).astype(float)  # (r, s) counts of each seed
+        for es, n in sizes.items():
+            w_ex = rng.multinomial(n, np.full(n, 1 / n), size=r).astype(float)  # (r, n) counts of each example
+            for k, a in arrays.items():
+                if k[0] == es:
+                    out[k][lo:lo + r] = np.einsum("rs,sr->r", w_seed, a @ w_ex.T) / (s * n)
+    return out
+
+
+def bootstrap_statistic(fn, outcomes: dict, *, direction: str = ">", threshold: float = 0.0,
+                        margin: float | None = None, n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                        what: str = "") -> Decision:
+    """Any statistic of mean outcomes, with the hierarchical bootstrap of :func:`_resampled_means` (seeds, then
+    examples within each example set). ``outcomes``: ``{(example_set, run): (seeds, examples) array}``; ``fn`` takes
+    ``{(example_set, run): mean}`` and returns the compared number (e.g. a difference of harmonic means)."""
+    arrays = {k: _as_2d(v) for k, v in outcomes.items()}
+    est = float(fn({k: a.mean() for k, a in arrays.items()}))
+    means = _resampled_means(arrays, n_resamples=n_resamples, seed=seed)
+    stats = np.array([fn({k: m[i] for k, m in means.items()}) for i in range(n_resamples)], dtype=float)
+    lo, hi = np.quantile(stats, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    s = next(iter(arrays.values())).shape[0]
+    sizes = sorted({(k[0], a.shape[1]) for k, a in arrays.items()})
+    n = sum(v for _, v in sizes)
+    level = f"{s} seeds, then examples" if s > 1 else "examples"
+    return _decision(est, min(lo, est), max(hi, est), direction=direction, threshold=threshold, margin=margin,
+                     n_examples=n, n_seeds=s, test=f"{what + ': ' if what else ''}hierarchical bootstrap over {level} "
+                     f"({' + '.join(f'{v} {k}' for k, v in sizes)}; 95%, percentile)")
 
 
 def hierarchical_bootstrap(a, b=None, *, direction: str = ">", threshold: float = 0.0, margin: float | None = None,
@@ -126,15 +183,9 @@ def hierarchical_bootstrap(a, b=None, *, direction: str = ">", threshold: float 
     s, n = a.shape
     if n < 2:
         raise ValueError("need >= 2 examples")
-    d = a - b
-    rng = np.random.default_rng(seed)
-    stats = np.empty(n_resamples)
-    for i in range(n_resamples):
-        rows = rng.integers(0, s, size=s)
-        cols = rng.integers(0, n, size=n)
-        stats[i] = d[np.ix_(rows, cols)].mean()
-    lo, hi = np.quantile(stats, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return _decision(d.mean(), lo, hi, direction=direction, threshold=threshold, margin=margin, n_examples=n,
+    means = _resampled_means({("test", "d"): a - b}, n_resamples=n_resamples, seed=seed)[("test", "d")]
+    lo, hi = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return _decision((a - b).mean(), lo, hi, direction=direction, threshold=threshold, margin=margin, n_examples=n,
                      n_seeds=s, test=f"hierarchical bootstrap: {s} seeds, then {n} examples (95%, percentile)")
 
 
@@ -179,6 +230,35 @@ def exact(value: float, *, direction: str = ">", threshold: float = 0.0, margin:
     v = float(value)
     return _decision(v, v, v, direction=direction, threshold=threshold, margin=margin, n_examples=None,
                      n_seeds=None, test=f"exact value ({what})")
+
+
+def every(decisions: dict[str, Decision], *, what: str = "every case") -> Decision:
+    """A claim over several cases ("on every dataset"): **holds** when every case holds, **does not hold** when any
+    case does not hold, otherwise inconclusive. The margin and interval are those of the weakest case (smallest
+    lower bound); ``test`` names it."""
+    if not decisions:
+        raise ValueError("every() needs at least one decision")
+    ds = [d for d in decisions.values() if d.verdict != NOT_TESTABLE]
+    if not ds:
+        return not_testable("; ".join(f"{k}: {d.reason}" for k, d in decisions.items()))
+    vs = [d.verdict for d in ds]
+    v = FAILS if FAILS in vs else HOLDS if all(x == HOLDS for x in vs) else INCONCLUSIVE
+    key, weakest = min(((k, d) for k, d in decisions.items() if d.verdict != NOT_TESTABLE), key=lambda kd: kd[1].ci_low)
+    n_seeds = {d.n_seeds for d in ds}
+    return Decision(v, weakest.margin, weakest.ci_low, weakest.ci_high,
+                    sum(d.n_examples or 0 for d in ds) or None, n_seeds.pop() if len(n_seeds) == 1 else None,
+                    f"{what}: each case by its own interval ({len(ds)} cases; weakest: {key}; {weakest.test})",
+                    unit=weakest.unit)
+
+
+def compare(a, b=None, **kw) -> Decision:
+    """``mean(a) - mean(b)`` with the right interval for the shape of the outcomes: a paired bootstrap over examples
+    for one seed (1-D, or one row), the hierarchical bootstrap (seeds, then examples) for several."""
+    a2 = _as_2d(a)
+    if a2.shape[0] == 1:
+        bb = np.zeros(a2.shape[1]) if b is None else _as_2d(b)[0]
+        return paired_bootstrap(a2[0], bb, **kw)
+    return hierarchical_bootstrap(a2, b, **kw)
 
 
 def not_testable(reason: str) -> Decision:

@@ -232,10 +232,12 @@ def predict(model: Callable, loader, *, device: str = "auto", amp: bool = False)
 
 
 def evaluate(model: Callable, loader, *, device: str = "auto", amp: bool = False) -> dict:
-    """Top-1 accuracy and cross-entropy of ``model`` over ``loader``."""
+    """Top-1 accuracy, cross-entropy and the per-example correct flags (``"correct"``, a bool tensor in loader
+    order, for the intervals of :mod:`vpkit.stats`) of ``model`` over ``loader``."""
     logits, y = predict(model, loader, device=device, amp=amp)
-    return {"acc": (logits.argmax(-1) == y).float().mean().item(),
-            "loss": nn.functional.cross_entropy(logits, y).item(), "n": len(y)}
+    correct = logits.argmax(-1) == y
+    return {"acc": correct.float().mean().item(), "loss": nn.functional.cross_entropy(logits, y).item(), "n": len(y),
+            "correct": correct}
 
 
 def extract_features(backbone, loader, *, device: str = "auto", progress: bool = False,
