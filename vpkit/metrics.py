@@ -14,15 +14,20 @@ def harmonic_mean(base: float, new: float) -> float:
     return 0.0 if base + new == 0 else 2.0 * base * new / (base + new)
 
 
-def linear_probe(train_x, train_y, test_x, test_y, *, C: float = 1.0, max_iter: int = 2000) -> float:
-    """Accuracy of an L2-regularised logistic regression on standardised frozen features (CLIP-style)."""
+def linear_probe_predict(train_x, train_y, test_x, *, C: float = 1.0, max_iter: int = 2000) -> np.ndarray:
+    """Test predictions of an L2-regularised logistic regression on standardised frozen features (CLIP-style)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
     clf.fit(np.asarray(train_x), np.asarray(train_y))
-    return float((clf.predict(np.asarray(test_x)) == np.asarray(test_y)).mean())
+    return clf.predict(np.asarray(test_x))
+
+
+def linear_probe(train_x, train_y, test_x, test_y, *, C: float = 1.0, max_iter: int = 2000) -> float:
+    """Accuracy of :func:`linear_probe_predict` on the test set."""
+    return float((linear_probe_predict(train_x, train_y, test_x, C=C, max_iter=max_iter) == np.asarray(test_y)).mean())
 
 
 def average_accuracy(acc_matrix) -> float:

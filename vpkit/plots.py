@@ -141,20 +141,33 @@ def image_grid(rows: list[tuple[str, list[np.ndarray]]], *, cols: int, col_title
     return fig
 
 
-def templates_and_widths(templates, widths, *, baseline: float, point: str, image_size: int):
+def _yerr(df, col):
+    """Asymmetric error bars from ``<col>_lo`` / ``<col>_hi`` columns (None when absent)."""
+    if f"{col}_lo" not in df:
+        return None
+    return np.vstack([df[col] - df[f"{col}_lo"], df[f"{col}_hi"] - df[col]])
+
+
+def templates_and_widths(templates, widths, *, baseline: float, point: str, image_size: int, chance: float | None = None):
     """Left: accuracy per prompt template; right: accuracy against the padding width; the dashed line is the
-    unprompted (zero-shot TP) accuracy."""
+    unprompted (zero-shot TP) accuracy, the dotted one chance. Error bars: ``acc_lo`` / ``acc_hi`` columns when
+    present (the interval of the mean over seeds)."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    axes[0].bar(templates.template, templates.acc, color=["#dd8452", "#4c72b0", "#8172b3"][:len(templates)])
+    fig, axes = plt.subplots(1, 2, figsize=(8.6, 3))
+    axes[0].bar(templates.template, templates.acc, yerr=_yerr(templates, "acc"), capsize=3,
+                color=["#dd8452", "#4c72b0", "#8172b3"][:len(templates)])
     axes[0].axhline(baseline, color="grey", ls="--", lw=1, label="TP zero-shot")
+    if chance is not None:
+        for ax in axes:
+            ax.axhline(chance, color="black", ls=":", lw=1, label="chance" if ax is axes[0] else None)
     axes[0].set_ylabel("test accuracy")
     axes[0].set_title(f"templates on {point}", fontsize=9)
-    axes[0].legend(fontsize=7)
-    axes[1].plot(widths.prompt_size, widths.acc, marker="o", color="#dd8452")
+    axes[1].errorbar(widths.prompt_size, widths.acc, yerr=_yerr(widths, "acc"), marker="o", color="#dd8452",
+                     capsize=3)
     axes[1].axhline(baseline, color="grey", ls="--", lw=1)
     axes[1].set_xlabel(f"padding width (px, of {image_size})")
     axes[1].set_title("padding-width ablation", fontsize=9)
+    fig.legend(loc="lower center", ncol=2, fontsize=7, bbox_to_anchor=(0.5, -0.06))
     fig.tight_layout()
     return fig
 

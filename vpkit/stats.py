@@ -247,7 +247,7 @@ def every(decisions: dict[str, Decision], *, what: str = "every case") -> Decisi
     n_seeds = {d.n_seeds for d in ds}
     return Decision(v, weakest.margin, weakest.ci_low, weakest.ci_high,
                     sum(d.n_examples or 0 for d in ds) or None, n_seeds.pop() if len(n_seeds) == 1 else None,
-                    f"{what}: each case by its own interval ({len(ds)} cases; weakest: {key}; {weakest.test})",
+                    f"{what}: each case by its own interval ({len(ds)} case{'s' if len(ds) > 1 else ''}; weakest: {key}; {weakest.test})",
                     unit=weakest.unit)
 
 

@@ -1,0 +1,77 @@
+"""Bahng et al.'s claims decided from constructed results folders: each can hold, fail or be untestable."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from vpkit import report, stats
+from vpkit.studies import visual_prompting as vp
+
+N, SEEDS = 400, (0, 1, 2)
+
+
+def _flags(p, seed):
+    return np.random.default_rng(seed).random(N) < p
+
+
+def write(d, *, tp=0.2, vp_tp=0.5, vp_tp_other=None, probe=0.7, fixed=0.4, random_=0.3, vis=(0.1, 0.15),
+          polarities=True):
+    """Two datasets; the chosen polarity is ``<name>_inv`` (gap 0.1, VP+TP accuracy ``vp_tp``), the other
+    ``<name>`` (gap 0.3, ``vp_tp_other``, default the same)."""
+    r = report.Results(d, profile="smoke", seed=0)
+    main, vision, templates, out = [], [], [], {}
+    for k, name in enumerate(("a", "b")):
+        points = [(f"{name}_inv", True, 0.1)] + ([(name, False, 0.3)] if polarities else [])
+        for s in SEEDS:
+            for p, chosen, gap in points:
+                acc = vp_tp if chosen or vp_tp_other is None else vp_tp_other
+                seed = 100 * k + 10 * s + chosen
+                out[f"vlm/{p}/tp/{s}"] = _flags(tp, seed)
+                out[f"vlm/{p}/vp_tp/{s}"] = _flags(acc, seed + 1000)
+                out[f"probe/{p}/{s}"] = _flags(probe, seed + 2000)
+                main.append({"dataset": name, "point": p, "seed": s, "chosen": chosen, "gap": gap,
+                             "gain": acc - tp, "n_train": 100})
+            for m, (un, v) in zip(("first_n", "frequency"), (vis, vis)):
+                out[f"vision/{name}/{m}/unprompted/{s}"] = _flags(un, s + 3000)
+                out[f"vision/{name}/{m}/vp/{s}"] = _flags(v, s + 4000)
+                vision.append({"dataset": name, "seed": s, "mapping": m, "chosen_by_val": m == "frequency"})
+            if name == "a":
+                out[f"template/fixed_patch/{s}"] = _flags(fixed, s + 5000)
+                out[f"template/random_patch/{s}"] = _flags(random_, s + 6000)
+                templates.append({"template": "padding", "point": "a_inv", "seed": s})
+    r.table("main_vlm", pd.DataFrame(main))
+    r.table("vision_only", pd.DataFrame(vision))
+    r.table("templates", pd.DataFrame(templates))
+    r.outcomes(out)
+    return {c.id: c for c in vp.claims_from_results(d)}
+
+
+def test_clear_results_hold(tmp_path):
+    c = write(tmp_path, vp_tp=0.5, vp_tp_other=0.8)
+    for cid in ("padding_gt_fixed_gt_random", "vp_tp_beats_tp", "vp_helps_vlm_more", "vp_tp_beats_vision_vp",
+                "vp_tp_below_linear_probe_on_average"):
+        assert c[cid].verdict == stats.HOLDS, (cid, c[cid].decision)
+    # larger gap (the non-inverted point, 0.3) with the larger gain (0.8 - 0.2): holds
+    assert c["gain_rises_with_gap"].verdict == stats.HOLDS
+    assert c["vp_tp_beats_tp"].decision.n_seeds == 3 and c["vp_tp_beats_tp"].decision.unit == "points"
+
+
+def test_reversed_results_do_not_hold_and_ties_are_inconclusive(tmp_path):
+    c = write(tmp_path / "rev", tp=0.6, vp_tp=0.9, vp_tp_other=0.7, probe=0.1, fixed=0.6, random_=0.7, vis=(0.1, 0.6))
+    for cid in ("gain_rises_with_gap", "vp_tp_below_linear_probe_on_average", "padding_gt_fixed_gt_random"):
+        assert c[cid].verdict == stats.FAILS, cid
+    low = write(tmp_path / "low", tp=0.6, vp_tp=0.3)
+    assert low["vp_tp_beats_tp"].verdict == stats.FAILS
+    tie = write(tmp_path / "tie", vp_tp=0.5, vp_tp_other=None, probe=0.5)
+    assert tie["vp_tp_below_linear_probe_on_average"].verdict == stats.INCONCLUSIVE
+    assert tie["gain_rises_with_gap"].verdict == stats.INCONCLUSIVE
+
+
+def test_one_polarity_makes_the_gap_claim_untestable(tmp_path):
+    c = write(tmp_path, polarities=False)
+    assert c["gain_rises_with_gap"].verdict == stats.NOT_TESTABLE and "polarity" in c["gain_rises_with_gap"].decision.reason
+
+
+def test_settings_reject_unknown_and_keep_seeds():
+    assert vp.settings("offline")["n_seeds"] >= 3 and vp.settings("smoke")["n_seeds"] == 1
+    with pytest.raises(Exception, match="n_sed|allowed|unknown"):
+        vp.settings("offline", n_sed=2)
