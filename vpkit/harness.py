@@ -43,19 +43,23 @@ class NotebookFailed(RuntimeError):
 
 
 def run_notebook(name: str, *, profile: str = "offline", results_root: str | Path | None = None,
-                 parameters: dict | None = None, progress: bool = True, timeout: int | None = None) -> Path:
-    """Execute one notebook; its outputs go to ``<results_root>/<name>/`` and the executed copy beside them.
+                 parameters: dict | None = None, progress: bool = True, timeout: int | None = None,
+                 out_dir: str | Path | None = None, keep_failed: bool = False) -> Path:
+    """Execute one notebook; its outputs go to ``<results_root>/<name>/`` (or ``out_dir``) and the executed copy
+    beside them.
 
-    The executed notebook is written to a temporary file first and moved into place only on success.
-    Raises :class:`NotebookFailed` naming the failing cell and its error.
+    The executed notebook is written to a temporary file first and moved into place only on success; on failure
+    it is removed, or kept as ``FAILED-<notebook>.ipynb`` with ``keep_failed`` (sweeps). Raises
+    :class:`NotebookFailed` naming the failing cell and its error.
     """
     import papermill as pm
 
     if profile not in PROFILE_NAMES:
         raise ValueError(f"profile={profile!r}; allowed: {PROFILE_NAMES}")
     src = notebook_path(name)
-    out_dir = Path(results_root or REPO_ROOT / "results") / name
+    out_dir = Path(out_dir) if out_dir is not None else Path(results_root or REPO_ROOT / "results") / name
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"FAILED-{src.name}").unlink(missing_ok=True)
     params = {"profile": profile, "results_dir": str(out_dir.resolve()), **(parameters or {})}
     fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=out_dir, prefix=".running-")
     os.close(fd)
@@ -63,6 +67,8 @@ def run_notebook(name: str, *, profile: str = "offline", results_root: str | Pat
         pm.execute_notebook(str(src), tmp, parameters=params, cwd=str(REPO_ROOT), progress_bar=progress,
                             kernel_name="python3", execution_timeout=timeout, log_output=False)
     except pm.PapermillExecutionError as e:
+        if keep_failed and Path(tmp).exists():
+            shutil.move(tmp, out_dir / f"FAILED-{src.name}")
         Path(tmp).unlink(missing_ok=True)
         raise NotebookFailed(f"{src.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}") from None
     except BaseException:
@@ -90,16 +96,21 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def allowed_parameters(name: str) -> list[str]:
+    """The parameters notebook ``name`` declares (its ``parameters`` cell), ``results_dir`` aside."""
+    import papermill as pm
+
+    return sorted(set(pm.inspect_notebook(str(notebook_path(name)))) - {"results_dir"})
+
+
 def parse_sets(items: list[str] | None, name: str) -> dict:
     """``--set KEY=VALUE`` pairs -> parameters of notebook ``name``; values are Python literals (strings
     otherwise); keys must be parameters the notebook declares (else the allowed keys are listed)."""
     import ast
 
-    import papermill as pm
-
     if not items:
         return {}
-    allowed = sorted(set(pm.inspect_notebook(str(notebook_path(name)))) - {"results_dir"})
+    allowed = allowed_parameters(name)
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -114,14 +125,15 @@ def parse_sets(items: list[str] | None, name: str) -> dict:
     return out
 
 
-def is_current(name: str, *, parameters: dict, results_root: str | Path | None = None) -> bool:
-    """True if ``results/<name>/`` holds a complete run of the same parameters (from the executed notebook's
-    papermill metadata, ``results_dir`` aside) and the same code: its ``run.json`` names a clean commit and
-    neither ``vpkit/`` nor the notebook changed since (committed or not)."""
+def is_current(name: str, *, parameters: dict, results_root: str | Path | None = None,
+               out_dir: str | Path | None = None) -> bool:
+    """True if ``results/<name>/`` (or ``out_dir``) holds a complete run of the same parameters (from the executed
+    notebook's papermill metadata, ``results_dir`` aside) and the same code: its ``run.json`` names a clean commit
+    and neither ``vpkit/`` nor the notebook changed since (committed or not)."""
     import json
     import subprocess
 
-    out_dir = Path(results_root or REPO_ROOT / "results") / name
+    out_dir = Path(out_dir) if out_dir is not None else Path(results_root or REPO_ROOT / "results") / name
     run_json, executed = out_dir / "run.json", out_dir / NOTEBOOKS[name]
     if not (run_json.exists() and executed.exists()):
         return False
@@ -144,7 +156,9 @@ def is_current(name: str, *, parameters: dict, results_root: str | Path | None =
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vpkit", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m vpkit", description=__doc__,
+                                 epilog="parameter sweeps (local or Ray): python3 -m vpkit sweep --help",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     rp = sub.add_parser("replicate", help="execute notebooks with papermill, writing results/<source>/")
     rp.add_argument("names", nargs="*", help=f"notebooks to run (default: all): {list(NOTEBOOKS)}")

@@ -42,17 +42,11 @@ def method_palette(names) -> dict:
 
 
 def interval_of_mean(values, *, level: float = 0.95) -> tuple[float, float]:
-    """The Student-t interval of the mean of ``values`` (e.g. one accuracy per seed) for error bars; the mean itself
-    when there are fewer than 2 values."""
-    from scipy.stats import t
+    """The Student-t interval of the mean of ``values`` (e.g. one accuracy per seed) for error bars
+    (:func:`vpkit.stats.seed_interval`); the mean itself when there are fewer than 2 values."""
+    from .stats import seed_interval
 
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        m = float(v.mean()) if len(v) else float("nan")
-        return m, m
-    h = float(t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return float(v.mean()) - h, float(v.mean()) + h
+    return seed_interval(values, level=level)[1:]
 
 
 def accuracy_matrices(results: dict, *, max_cols: int = 4):

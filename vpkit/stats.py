@@ -261,6 +261,22 @@ def compare(a, b=None, **kw) -> Decision:
     return hierarchical_bootstrap(a2, b, **kw)
 
 
+def seed_interval(values, *, level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean, low, high): the Student-t interval of the mean of per-seed values (error bars, sweep summaries);
+    low = high = mean when there are fewer than 2 values."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, m, m
+    h = float(t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m, m - h, m + h
+
+
 def not_testable(reason: str) -> Decision:
     """A claim this data cannot decide, with the reason (never a silent pass or fail)."""
     if not reason:
