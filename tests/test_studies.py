@@ -124,24 +124,6 @@ def test_select_lrs_takes_the_best_validation_accuracy(monkeypatch):
                               weight_decay=0.0, amp=False)
 
 
-def test_protuning_claims_use_the_smallest_margin():
-    from vpkit.studies import pro_tuning as protuning
-
-    acc = pd.DataFrame({"balanced": [0.6, 0.5, 0.7], "lt100": [0.40, 0.45, 0.30]}, index=["protuning", "linear", "full"])
-    mca = pd.DataFrame({"method": ["protuning", "full", "linear"], "mCA": [0.5, 0.4, 0.6], "clean_acc": [0.6, 0.7, 0.6],
-                        "relative_mCA": [0.5 / 0.6, 0.4 / 0.7, 1.0]})
-    params = pd.Series({"protuning": 10, "linear": 2, "full": 100})
-    claims, headline = protuning.paper_claims(acc, settings={"balanced": 1, "lt100": 100}, mca=mca, params=params,
-                                              param_counts=[{"arch": "resnet50", "num_classes": 10, "factor": 6.3}],
-                                              vit_results=pd.DataFrame(), backbone_name="toy")
-    c = {x.id: x for x in claims}
-    assert c["lt_beats_linear"].ours == pytest.approx(-0.05) and not c["lt_beats_linear"].holds
-    assert c["lt_beats_full"].holds and c["generic_beats_tuning"].holds
-    assert c["corruption_beats_full"].holds and not c["corruption_beats_tuning"].holds
-    assert c["fewer_params_than_full"].holds and c["param_factor_resnet50"].holds
-    assert headline["lt100/full/acc"] == 0.30 and headline["param_factor_full_over_protuning"] == 10
-
-
 def test_claim_notes_compare_margins_with_seed_noise():
     avg = coop.dataset_average(_b2n(), k=4)
     empty = pd.DataFrame(columns=["source", "target", "method", "seed", "acc"])
