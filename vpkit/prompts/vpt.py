@@ -10,7 +10,7 @@ is deep, anything between is the depth ablation (Fig. 7). Only the prompts and t
 
 Ablation knobs (Sec. 4.3): ``location`` "prepend" (default) or "add" (Fig. 5: one prompt per token, added
 element-wise to the CLS/prefix and patch embeddings as the official ablation code does, sequence length
-unchanged); ``output`` read by the head (Fig. 6):
+unchanged); ``output`` read by the head (Fig. 8):
 "cls" (default), "image_mean" (mean of the image-patch tokens) or "prompt_mean" (mean of the prompt tokens).
 Initialisation follows the official code: uniform in ``[-b, b]`` with ``b = sqrt(6 / (3 * patch**2 + d))``
 (xavier-uniform of a patch-embedding-shaped fan-in/fan-out); prompt dropout is applied to the prompts
