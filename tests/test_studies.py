@@ -52,24 +52,6 @@ def _res(name, a):
     return ContinualResult(name, np.asarray(a, dtype=float), 1.0, 10)
 
 
-def test_l2p_project_claims_and_sweep():
-    good, bad = [[0.9, 0], [0.8, 0.9]], [[0.9, 0], [0.0, 0.9]]
-    results = {"l2p": _res("l2p", good), "seq_ft": _res("seq_ft", bad), "l2p_image_init": _res("x", bad),
-               "vae_gen_pool": _res("v", good), "vae_gen_pool_lwf10": _res("w", [[0.5, 0], [0.5, 0.5]]),
-               "vae_gen": _res("g", bad)}
-    sweep = l2p.lwf_sweep(results, [1.0, 10.0])
-    assert sweep == [("vae_gen_pool", 0.0), ("vae_gen_pool_lwf10", 10.0)]
-    rows = l2p.lwf_tradeoff_rows(results, sweep)
-    assert rows[1]["forgetting"] == pytest.approx(0.0) and rows[0]["forgetting"] == pytest.approx(10.0)
-    sel = {"l2p": {"prompts_used": 4, "pool_size": 10, "top_k_share": 1.0}}
-    c = {x.id: x.holds for x in l2p.project_claims(results, sel, sweep=sweep, length=5, selection_mode="per_sample",
-                                                    top_k=5)}
-    assert c["l2p_much_better_than_ft"] and not c["image_init_ge_l2p"] and c["l2p_selection_collapse"]
-    assert c["gen_lwf_lowers_forgetting"] and c["gen_lwf_lowers_new_task_acc"]
-    assert c["gen_pool_best_generator"] and not c["generators_underperform"]  # vae_gen_pool ties L2P
-    assert "patch_embed_lt_l2p" not in c
-
-
 def test_figures_build():
     import matplotlib.pyplot as plt
 

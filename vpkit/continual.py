@@ -6,7 +6,9 @@ Protocol (L2P, Wang et al. CVPR 2022, Sec. 4.1): tasks arrive in sequence, each 
 task id at test time. After training task ``t`` the model is tested on every task ``j <= t`` and the
 accuracy matrix ``A[t, j]`` is filled (row = after task t, column = task); the upper triangle is 0 by
 definition (classes not seen yet cannot be predicted: predictions range over the classes seen so far).
-Average accuracy and forgetting come from :mod:`vpkit.metrics`.
+Average accuracy and forgetting come from :mod:`vpkit.metrics`. Every evaluation also keeps its per-example
+outcomes (:attr:`ContinualResult.correct`, and the task-aware ones in :attr:`ContinualResult.task_aware`), so
+intervals can be computed over test examples (:mod:`vpkit.stats`).
 
 Models plug in by duck typing, not by subclassing a trainer: a model maps a
 :class:`vpkit.data.continual.Batch` (or a plain image tensor) to logits over all classes, and may offer
@@ -129,6 +131,11 @@ class ContinualResult:
     train_images: int
     histories: list = field(default_factory=list)
     joint: bool = False
+    # per-example outcomes of every evaluation, in each task's dataset order: (t, j) -> bool array of task j's test
+    # examples after task t; ``correct`` over the classes seen so far (class-incremental, what acc_matrix averages),
+    # ``task_aware`` over task j's own classes (the task id given: task-incremental accuracy)
+    correct: dict = field(default_factory=dict)
+    task_aware: dict = field(default_factory=dict)
 
     @property
     def average_accuracy(self) -> float:
@@ -215,17 +222,40 @@ def make_loss(*, current: torch.Tensor, seen: torch.Tensor, cfg: ContinualConfig
 
 
 @torch.no_grad()
-def evaluate_task(model, loader, seen: torch.Tensor, *, amp: bool = False, device: str = "auto") -> float:
-    """Accuracy with predictions restricted to the classes seen so far (no task id)."""
+def evaluate_task_outcomes(model, loader, seen: torch.Tensor, task_classes: torch.Tensor | None = None, *,
+                           amp: bool = False, device: str = "auto") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-example outcomes of one task's test set, in the dataset's order (whatever order the loader feeds):
+    ``correct`` with predictions restricted to the classes seen so far (no task id: class-incremental), and, with
+    ``task_classes`` (bool mask of the task's classes), ``task_aware`` with predictions restricted to the task's
+    own classes (the task id given: task-incremental). One forward pass serves both."""
+    from .data import batch_indices
+
     dev = resolve_device(device)
     model.eval()
-    correct = n = 0
+    n = len(loader.ds)
+    order = torch.cat(list(batch_indices(n, loader.batch_size, shuffle=loader.shuffle, seed=loader.seed,
+                                         epoch=loader._epoch))) if n else torch.zeros(0, dtype=torch.long)
+    flags, aware = [], []
     for x, y in loader:
         with autocast(dev, amp):
             logits = model(x.to(dev)).float().cpu()
-        correct += (mask_logits(logits, seen.cpu()).argmax(-1) == y).sum().item()
-        n += len(y)
-    return correct / max(n, 1)
+        flags.append(mask_logits(logits, seen.cpu()).argmax(-1) == y)
+        if task_classes is not None:
+            aware.append(mask_logits(logits, task_classes.cpu()).argmax(-1) == y)
+    correct = torch.zeros(n, dtype=torch.bool)
+    task_aware = torch.zeros(n, dtype=torch.bool) if task_classes is not None else None
+    if n:
+        correct[order] = torch.cat(flags)
+        if task_aware is not None:
+            task_aware[order] = torch.cat(aware)
+    return correct, task_aware
+
+
+@torch.no_grad()
+def evaluate_task(model, loader, seen: torch.Tensor, *, amp: bool = False, device: str = "auto") -> float:
+    """Accuracy with predictions restricted to the classes seen so far (no task id)."""
+    correct, _ = evaluate_task_outcomes(model, loader, seen, amp=amp, device=device)
+    return correct.sum().item() / max(len(correct), 1)
 
 
 def _loader(ds, backbone, cfg, *, shuffle, seed=0, query=None, teacher=None, batch_size=None, augment=False):
@@ -257,6 +287,7 @@ def run_continual(model: nn.Module, tasks: list[Task], backbone, *, cfg: Continu
     acc = np.zeros((T, T))
     seen_classes: list[int] = []
     hists = []
+    correct, task_aware = {}, {}
     t0 = time.perf_counter()
     n_img = 0
     for t, task in enumerate(tasks):
@@ -289,9 +320,11 @@ def run_continual(model: nn.Module, tasks: list[Task], backbone, *, cfg: Continu
         n_img += cfg.epochs * len(task.train)
         for j in range(t + 1):
             q_te = queries.test[j] if queries is not None else None
-            acc[t, j] = evaluate_task(model, _test_loader(tasks[j].test, backbone, cfg, query=q_te), seen,
-                                      amp=cfg.amp, device=device)
-    return ContinualResult(name, acc, time.perf_counter() - t0, n_img, hists)
+            ok, aware = evaluate_task_outcomes(model, _test_loader(tasks[j].test, backbone, cfg, query=q_te), seen,
+                                               class_mask(tasks[j].classes, C), amp=cfg.amp, device=device)
+            correct[t, j], task_aware[t, j] = ok.numpy(), aware.numpy()
+            acc[t, j] = ok.sum().item() / max(len(ok), 1)
+    return ContinualResult(name, acc, time.perf_counter() - t0, n_img, hists, correct=correct, task_aware=task_aware)
 
 
 def run_joint(model: nn.Module, tasks: list[Task], backbone, *, cfg: ContinualConfig, name: str = "joint",
@@ -312,9 +345,12 @@ def run_joint(model: nn.Module, tasks: list[Task], backbone, *, cfg: ContinualCo
                epochs=cfg.epochs, lr=cfg.lr, optimizer=cfg.optimizer, weight_decay=cfg.weight_decay, amp=cfg.amp,
                device=device, progress=progress, desc=name, schedule=cfg.schedule, grad_clip=cfg.grad_clip,
                loss_fn=make_loss(current=seen, seen=seen, cfg=cfg_joint, old=None, old_generator=None))
-    row = [evaluate_task(model, _test_loader(t.test, backbone, cfg,
-                                             query=queries.test[j] if queries is not None else None),
-                         seen, amp=cfg.amp, device=device)
-           for j, t in enumerate(tasks)]
+    correct, task_aware = {}, {}
+    for j, t in enumerate(tasks):
+        ok, aware = evaluate_task_outcomes(model, _test_loader(t.test, backbone, cfg, query=queries.test[j]
+                                                               if queries is not None else None),
+                                           seen, class_mask(t.classes, C), amp=cfg.amp, device=device)
+        correct[0, j], task_aware[0, j] = ok.numpy(), aware.numpy()
+    row = [int(correct[0, j].sum()) / max(len(correct[0, j]), 1) for j in range(len(tasks))]
     return ContinualResult(name, np.array([row]), time.perf_counter() - t0, cfg.epochs * len(union), [hist],
-                           joint=True)
+                           joint=True, correct=correct, task_aware=task_aware)
