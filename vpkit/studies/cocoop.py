@@ -1018,7 +1018,7 @@ def paper_claims(*, b2n, abl, cross, shift, step_summary, steps, eval_sets, outc
             s0 = step_summary.iloc[0] if len(step_summary) else {}
             ours = (f"batched {1000 * np.median(b):.0f} ms vs loop {1000 * np.median(lp):.0f} ms per step (medians; "
                     f"{np.median(lp) / np.median(b):.2f}x; batch {int(s0.get('batch_size', 0))}, "
-                    f"{int(s0.get('num_classes', 0))} classes, {int(s0.get('threads', 0))} threads)")
+                    f"{int(s0.get('num_classes', 0))} classes, {_plural(int(s0.get('threads', 0)), 'thread')})")
         else:
             dec, ours = stats.not_testable(f"needs >= 2 interleaved step pairs; this profile timed {len(b)}"), None
     else:
