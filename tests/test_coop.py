@@ -144,12 +144,14 @@ def test_zero_shot_baseline_uses_the_official_per_dataset_template(vlm, monkeypa
     assert cocoop.zero_shot_template("dtd") == "{} texture."
     assert cocoop.zero_shot_template("fashion_mnist") == "a photo of a {}."  # offline: no official template
     used = []
-    monkeypatch.setattr(cocoop, "zero_shot_accuracy", lambda vlm, x, y, names, template="": used.append(template) or 0.5)
+    monkeypatch.setattr(cocoop, "zero_shot_correct",
+                        lambda vlm, x, y, names, template="": used.append(template) or torch.tensor([True, False]))
     names = ["annual crop", "forest", "herbaceous vegetation", "highway"]
     f = torch.nn.functional.normalize(feats(vlm, 8), dim=-1)
     fs = cocoop.FeatureSet("eurosat", names, f, torch.arange(8) % 4, f, torch.arange(8) % 4, {}, False)
-    row, _ = cocoop.base_to_new(vlm, fs, "zero_shot", k=1, train_kw={})
+    row, _, correct = cocoop.base_to_new(vlm, fs, "zero_shot", k=1, train_kw={})
     assert used == ["a centered satellite photo of {}."] * 2 and row["base"] == 0.5
+    assert correct["base"].tolist() == [True, False]  # the per-example outcomes outcomes.npz keeps
 
 
 def test_augmented_views_stand_in_for_per_epoch_augmentation(vlm, monkeypatch):
@@ -168,6 +170,6 @@ def test_augmented_views_stand_in_for_per_epoch_augmentation(vlm, monkeypatch):
         return coop.CoOp(vlm, names), None
 
     monkeypatch.setattr(cocoop, "train_prompt", fake_train)
-    monkeypatch.setattr(cocoop, "accuracy_on", lambda *a, **k: 0.5)
+    monkeypatch.setattr(cocoop, "correct_on", lambda *a, **k: torch.tensor([True, False]))
     cocoop.base_to_new(vlm, fs, "coop", k=2, seed=1, train_kw={"epochs": 20, "batch_size": 4})
     assert seen == {"epochs": 10, "n": 2 * 5 * 2}  # 20 epochs over 2 views -> 10 passes; 5 base classes x 2 shots

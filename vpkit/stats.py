@@ -122,6 +122,12 @@ def paired_bootstrap(a, b, *, direction: str = ">", threshold: float = 0.0, marg
                      n_examples=len(a), n_seeds=1, test="paired bootstrap over test examples (95%, percentile)")
 
 
+def _counts(rng, r: int, n: int) -> np.ndarray:
+    """``r`` bootstrap draws of ``n`` items with replacement, as (r, n) counts (one bincount for all draws)."""
+    idx = rng.integers(0, n, size=(r, n)) + (np.arange(r) * n)[:, None]
+    return np.bincount(idx.ravel(), minlength=r * n).reshape(r, n).astype(float)
+
+
 def _resampled_means(outcomes: dict, *, n_resamples: int, seed: int, chunk: int = 250):
     """Bootstrap means of several outcome arrays at once: ``outcomes`` maps ``(example_set, run)`` to a
     ``(seeds, examples)`` array. Each resample draws seeds with replacement (one draw for every array, so seed ``i``
@@ -142,9 +148,9 @@ def _resampled_means(outcomes: dict, *, n_resamples: int, seed: int, chunk: int 
     out = {k: np.empty(n_resamples) for k in arrays}
     for lo in range(0, n_resamples, chunk):
         r = min(chunk, n_resamples - lo)
-        w_seed = rng.multinomial(s, np.full(s, 1 / s), size=r).astype(float)  # (r, s) counts of each seed
+        w_seed = _counts(rng, r, s)  # (r, s): how often each seed is drawn
         for es, n in sizes.items():
-            w_ex = rng.multinomial(n, np.full(n, 1 / n), size=r).astype(float)  # (r, n) counts of each example
+            w_ex = _counts(rng, r, n)  # (r, n): how often each example is drawn
             for k, a in arrays.items():
                 if k[0] == es:
                     out[k][lo:lo + r] = np.einsum("rs,sr->r", w_seed, a @ w_ex.T) / (s * n)
