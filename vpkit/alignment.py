@@ -104,8 +104,10 @@ def imagenet_dictionary_texts() -> list[list[str]]:
     return out
 
 
-def emoji_names(font_path: Path = EMOJI_FONT) -> list[tuple[int, str]]:
-    """(code point, Unicode name) of single-code-point pictographs in the emoji font, held-out ones removed."""
+def emoji_names(font_path: Path = EMOJI_FONT, *, held_out: bool = False) -> list[tuple[int, str]]:
+    """(code point, Unicode name) of single-code-point pictographs in the emoji font, held-out ones removed
+    (``held_out=True``: only the held-out ones, those :data:`HELD_OUT_EMOJI_PATTERN` matches, which neither the
+    training nor the choice of its hyperparameters ever saw)."""
     from fontTools.ttLib import TTFont
 
     if not Path(font_path).exists():
@@ -120,7 +122,7 @@ def emoji_names(font_path: Path = EMOJI_FONT) -> list[tuple[int, str]]:
             name = unicodedata.name(chr(cp))
         except ValueError:
             continue
-        if HELD_OUT_EMOJI_PATTERN.search(name.replace("'", "")):
+        if bool(HELD_OUT_EMOJI_PATTERN.search(name.replace("'", ""))) != held_out:
             continue
         out.append((cp, name))
     return out
@@ -147,6 +149,13 @@ def render_emoji(codepoints: list[int], *, size: int = 96, font_path: Path = EMO
 
 def emoji_text(name: str) -> str:
     return name.lower()
+
+
+def with_grey(imgs: torch.Tensor) -> torch.Tensor:
+    """``imgs`` (N, 3, H, W) uint8 followed by their greyscale copies (ITU-R 601 luma, 3 channels): (2N, 3, H, W)."""
+    grey = imgs.float().mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    grey = grey.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    return torch.cat([imgs, grey])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -238,9 +247,7 @@ def prepare_pairs(cfg: TrainConfig = TrainConfig(), *, progress: bool = True) ->
         order = order[:cfg.max_emoji]
     emo = [emo[i] for i in order]
     imgs = render_emoji([cp for cp, _ in emo], size=cfg.emoji_size)
-    grey = imgs.float().mul(torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    grey = grey.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    feats, logits = image_parts(bb, torch.cat([imgs, grey]), img_size=cfg.img_size)
+    feats, logits = image_parts(bb, with_grey(imgs), img_size=cfg.img_size)
     log(f"emoji: {len(emo)} rendered (colour + grey), Lite0 features {tuple(feats.shape)}, {time.time() - t0:.0f}s")
     names = [emoji_text(n) for _, n in emo]
     temb = grouped_text_features(text, [[t.format(n) for t in EMOJI_TEMPLATES] for n in names])

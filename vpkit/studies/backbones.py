@@ -1,7 +1,19 @@
 """Study of notebook ``00_backbones``: what the frozen offline backbones know before any prompt is learned.
 
-Linear and few-shot probes of pretrained vs randomly initialised features vs raw pixels, ImageNet top-k on
-photos, patch-feature PCA.
+Linear and few-shot probes of pretrained vs randomly initialised features vs raw pixels, the mixed-precision
+check, ImageNet top-k on photos, patch-feature PCA; the claims (:func:`claims_from_results`).
+
+Protocol (fixed before any result is seen):
+
+* every representation (raw pixels; each backbone pretrained and randomly initialised) is probed on the same
+  1000 training images (VTAB-1k style) and evaluated on the **whole** fixed test set of each dataset
+  (Fashion-MNIST 10,000, MNIST-5k 1,000, digits 597), so every comparison is paired over the same test images;
+* the linear probe (logistic regression on standardised features, deterministic given the features) uses all
+  1000 training images; a K-shot probe uses K images per class, drawn ``fewshot_seeds`` times (the draws are
+  the "seeds"; draw ``s`` picks the same images for every representation);
+* features are extracted once per (representation, dataset) in the run's mixed precision and reused by every
+  probe; the mixed-precision check re-extracts one backbone on one dataset in fp32 (the only extra pass; on the
+  first ``precision_check_n_test`` test images).
 
 Settings: :data:`PROFILES` is this notebook's ``smoke`` / ``offline`` / ``paper`` table, kept here beside the
 protocol that reads it (not in one shared table), so that a change of protocol and of its budget are seen in
@@ -9,44 +21,120 @@ one file; :func:`settings` validates through :func:`vpkit.profiles.resolve`.
 """
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from .. import stats
 from ..data import ImageSet, few_shot_indices, loader_for, photo_tensor, to_model_input
-from ..metrics import linear_probe
+from ..metrics import linear_probe_predict
 from ..profiles import resolve
-from ..train import extract_features
-
+from ..report import Claim, load_outcomes
 
 PROFILES = {
     "smoke": dict(backbones=["vit_s14_dinov2", "efficientnet_lite0"], datasets=["digits"], n_train=60,
-                  n_test=40, shots=[1], fewshot_seeds=1, img_sizes={"vit_s14_dinov2": 56,
-                                                                      "efficientnet_lite0": 64},
-                  photos=2, pca_size=112),
+                  n_test=40, shots=[1], fewshot_seeds=3, img_sizes={"vit_s14_dinov2": 56,
+                                                                         "efficientnet_lite0": 64},
+                  precision_check=["vit_s14_dinov2", "digits"], precision_check_n_test=None, photos=2,
+                  pca_size=112),
+    # n_test None: the whole fixed test set (Fashion-MNIST 10,000, MNIST-5k 1,000, digits 597)
     "offline": dict(backbones=["vit_s14_dinov2", "efficientnet_lite0"],
-                    datasets=["fashion_mnist", "mnist5k", "digits"], n_train=1000, n_test=1000,
-                    shots=[1, 5, 10], fewshot_seeds=5,
-                    img_sizes={"vit_s14_dinov2": 112, "efficientnet_lite0": 224}, photos=16, pca_size=224),
+                    datasets=["fashion_mnist", "mnist5k", "digits"], n_train=1000, n_test=None,
+                    shots=[1, 5, 10], fewshot_seeds=10,
+                    img_sizes={"vit_s14_dinov2": 112, "efficientnet_lite0": 224},
+                    # the fp32 re-extraction is the one extra pass: the first 5000 Fashion-MNIST test images (on
+                    # the committed run's 1000 images bf16 and fp32 probes disagreed on 0.8%: ~+-0.25 points at 5000)
+                    precision_check=["vit_s14_dinov2", "fashion_mnist"], precision_check_n_test=5000, photos=16,
+                    pca_size=224),
     "paper": dict(backbones=["vit_b16_in21k", "resnet50"], datasets=["fashion_mnist", "mnist5k", "digits"],
-                  n_train=1000, n_test=None, shots=[1, 5, 10], fewshot_seeds=5,
-                  img_sizes={"vit_b16_in21k": 224, "resnet50": 224}, photos=16, pca_size=224),
+                  n_train=1000, n_test=None, shots=[1, 5, 10], fewshot_seeds=10,
+                  img_sizes={"vit_b16_in21k": 224, "resnet50": 224},
+                  precision_check=["vit_b16_in21k", "fashion_mnist"], precision_check_n_test=None, photos=16,
+                  pca_size=224),
 }
+
+# The claims' fixed choices (decided before any run; see claims_from_results). The few-shot claims use the
+# largest K of the profile (10 offline).
+PRECISION_MARGIN = 0.01  # "changes linear-probe accuracy by at most 1 point": equivalence margin, as a fraction
+CHANCE = 0.1  # every offline dataset has 10 balanced-ish classes
+PROTOCOL = "protocol.json"
 
 
 def settings(profile: str, **overrides) -> dict:
     """Notebook 00_backbones's settings under ``profile`` (:data:`PROFILES`), with non-None ``overrides`` checked."""
-    return resolve(PROFILES, profile, overrides, notebook="backbones")
+    cfg = resolve(PROFILES, profile, overrides, notebook="backbones")
+    bb, ds = cfg["precision_check"]
+    if bb not in cfg["backbones"] or ds not in cfg["datasets"]:
+        cfg["precision_check"] = [cfg["backbones"][0], cfg["datasets"][0]]
+    return cfg
 
 
-def featurize(backbone, ds: ImageSet, *, batch_size: int = 64, amp: bool = True, progress: bool = False,
-              desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen pooled features of every image in ``ds`` (bf16 autocast by default)."""
-    from ..device import autocast, resolve_device
+# ----------------------------------------------------------------------------------------------------------
+# Representations and features
+# ----------------------------------------------------------------------------------------------------------
+
+RAW = "raw"
+
+
+def rep_id(backbone: str, pretrained: bool) -> str:
+    """The identifier of a representation in outcome keys: ``raw`` or ``<backbone>-pretrained|random``."""
+    return f"{backbone}-{'pretrained' if pretrained else 'random'}"
+
+
+def rep_label(rep: str) -> str:
+    """``raw pixels`` / ``vit_s14_dinov2 (pretrained)`` / ``vit_s14_dinov2 (random init)`` for tables and legends."""
+    if rep == RAW:
+        return "raw pixels"
+    name, _, kind = rep.rpartition("-")
+    return f"{name} ({'pretrained' if kind == 'pretrained' else 'random init'})"
+
+
+def setting_id(k: int | None) -> str:
+    return "linear" if k is None else f"{k}shot"
+
+
+def setting_label(k: int | None) -> str:
+    return "linear (all)" if k is None else f"{k}-shot"
+
+
+def _autocast(dev: torch.device, precision: str | None):
+    """``None``: the run's mixed precision (:func:`vpkit.device.autocast` with ``amp=True``); ``"fp32"``: none;
+    ``"bf16"`` / ``"fp16"``: forced."""
+    from ..device import autocast
+
+    if precision is None:
+        return autocast(dev, True)
+    if precision == "fp32":
+        return torch.autocast(dev.type, enabled=False)
+    return torch.autocast(dev.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
+@torch.no_grad()
+def featurize(backbone, ds: ImageSet, *, batch_size: int = 64, precision: str | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen pooled features of every image in ``ds`` (``precision`` as in :func:`_autocast`).
+
+    CNNs run in channels-last memory format (about 1.5x faster on CPU for Lite0's depthwise convolutions; the
+    same weights)."""
+    from ..device import resolve_device
 
     dev = resolve_device("auto")
-    with autocast(dev, amp):
-        return extract_features(backbone, loader_for(ds, backbone, batch_size=batch_size), progress=progress,
-                                desc=desc)
+    model = backbone.model.to(dev).eval()
+    cl = backbone.kind == "cnn"
+    if cl:
+        model.to(memory_format=torch.channels_last)
+    feats, labels = [], []
+    with _autocast(dev, precision):
+        for x, y in loader_for(ds, backbone, batch_size=batch_size):
+            x = x.to(dev)
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats.append(backbone.features(x).float().cpu())
+            labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
 
 
 def raw_pixels(ds: ImageSet, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,24 +145,228 @@ def raw_pixels(ds: ImageSet, size: int | None = None) -> tuple[torch.Tensor, tor
     return x.flatten(1), ds.labels
 
 
-def probe_rows(train_x, train_y, test_x, test_y, *, shots, fewshot_seeds: int, seed: int, classes: int,
-               **labels) -> list[dict]:
-    """Linear-probe accuracy on all training features, and K-shot accuracy averaged over seeds."""
-    rows = [{**labels, "setting": "linear (all)", "n_train": len(train_y),
-             "acc": linear_probe(train_x, train_y, test_x, test_y), "acc_std": 0.0}]
-    for k in shots:
-        accs = []
-        for s in range(fewshot_seeds):
-            idx = few_shot_indices(torch.as_tensor(train_y), k, seed=seed + s, num_classes=classes)
-            accs.append(linear_probe(train_x[idx], train_y[idx], test_x, test_y))
-        rows.append({**labels, "setting": f"{k}-shot", "n_train": k * classes, "acc": float(np.mean(accs)),
-                     "acc_std": float(np.std(accs))})
-    return rows
+# ----------------------------------------------------------------------------------------------------------
+# Probes
+# ----------------------------------------------------------------------------------------------------------
 
+def probe_outcomes(train_x, train_y, test_x, test_y, *, shots, fewshot_seeds: int, seed: int,
+                   classes: int) -> dict[int | None, np.ndarray]:
+    """Per-example correct flags ``{K: (draws, n_test) bool}``: ``None`` is the linear probe on every training
+    image (one deterministic run), ``K`` the K-shot probe on ``fewshot_seeds`` draws (draw ``s`` uses seed
+    ``seed + s``, so every representation sees the same images)."""
+    test_y = np.asarray(test_y)
+    out = {None: (linear_probe_predict(train_x, train_y, test_x) == test_y)[None]}
+    ty = torch.as_tensor(train_y)
+    for k in shots:
+        rows = []
+        for s in range(fewshot_seeds):
+            idx = few_shot_indices(ty, k, seed=seed + s, num_classes=classes)
+            rows.append(linear_probe_predict(train_x[idx], train_y[idx], test_x) == test_y)
+        out[k] = np.stack(rows)
+    return out
+
+
+def accuracy_row(correct: np.ndarray, **labels) -> dict:
+    """Mean accuracy of ``(draws, n)`` correct flags with its 95% interval: the t-interval of the mean over draws
+    when there are several (:func:`vpkit.plots.interval_of_mean`), the exact binomial (Clopper-Pearson) interval
+    over test images for one run; ``acc_sd`` is the sample SD over draws (ddof = 1; 0 for one run)."""
+    from scipy.stats import binomtest
+
+    from ..plots import interval_of_mean
+
+    c = np.asarray(correct, dtype=float)
+    per_draw = c.mean(axis=1)
+    if len(per_draw) > 1:
+        lo, hi = interval_of_mean(per_draw)
+        how = f"t-interval over {len(per_draw)} draws"
+    else:
+        ci = binomtest(int(c.sum()), c.shape[1]).proportion_ci(confidence_level=0.95, method="exact")
+        lo, hi = ci.low, ci.high
+        how = "Clopper-Pearson over test images"
+    return {**labels, "acc": float(per_draw.mean()), "ci_low": float(lo), "ci_high": float(hi),
+            "acc_sd": float(per_draw.std(ddof=1)) if len(per_draw) > 1 else 0.0, "n_draws": len(per_draw),
+            "n_test": c.shape[1], "interval": how}
+
+
+def run_probes(cfg: dict, *, seed: int, progress: bool = True):
+    """Every probe of the notebook: features once per (representation, dataset), every probe on them, and the
+    mixed-precision check. Returns ``(rows, outcomes, timings, precision_rows, protocol)``: table rows (one per
+    representation x dataset x setting), ``{"rep/dataset/setting/draw": bool array}`` for
+    :meth:`vpkit.report.Results.outcomes`, feature-extraction timings, the precision check's table rows and the
+    protocol record :func:`claims_from_results` reads."""
+    from .. import backbones as bb
+    from ..data import offline_dataset, vtab_splits
+    from ..device import precision as run_precision
+
+    mixed = run_precision("auto")
+    check_bb, check_ds = cfg["precision_check"]
+    log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
+    rows, outcomes, timings, prec_rows, n_test = [], {}, [], [], {}
+    for ds_name in cfg["datasets"]:
+        pool, test = offline_dataset(ds_name)
+        n_tr = int(cfg["n_train"] * 0.8)
+        s = vtab_splits(pool, test, seed=seed, n_train=n_tr, n_val=cfg["n_train"] - n_tr, n_test=cfg["n_test"])
+        tr, te = s["train1000"], s["test"]
+        n_test[ds_name] = len(te)
+        common = dict(shots=cfg["shots"], fewshot_seeds=cfg["fewshot_seeds"], seed=seed, classes=pool.num_classes)
+
+        def record(rep, res):
+            for k, c in res.items():
+                rows.append(accuracy_row(c, dataset=ds_name, representation=rep_label(rep), setting=setting_label(k),
+                                         n_train=len(tr) if k is None else k * pool.num_classes))
+                for d in range(c.shape[0]):
+                    outcomes[f"{rep}/{ds_name}/{setting_id(k)}/{d}"] = c[d]
+
+        record(RAW, probe_outcomes(*raw_pixels(tr), *raw_pixels(te), **common))
+        for name in cfg["backbones"]:
+            for pretrained in (True, False):
+                rep = rep_id(name, pretrained)
+                b = bb.build_backbone(name, pretrained=pretrained, img_size=cfg["img_sizes"][name])
+                t0 = time.perf_counter()
+                ftr, fte = featurize(b, tr), featurize(b, te)
+                sec = time.perf_counter() - t0
+                timings.append({"representation": rep_label(rep), "dataset": ds_name, "precision": mixed,
+                                "img_size": b.img_size, "images": len(tr) + len(te), "seconds": sec,
+                                "images_per_s": (len(tr) + len(te)) / sec})
+                log(f"{ds_name} / {rep_label(rep)}: {len(tr) + len(te)} images in {sec:.0f} s ({mixed})")
+                res = probe_outcomes(*ftr, *fte, **common)
+                record(rep, res)
+                if pretrained and (name, ds_name) == (check_bb, check_ds) and mixed != "fp32":
+                    # the probe's prediction for a test image does not depend on the other test images, so the
+                    # mixed side on the first n_check images is the main pass's outcomes restricted to them
+                    n_check = min(len(te), cfg["precision_check_n_test"] or len(te))
+                    cm = res[None][0][:n_check]
+                    prec_rows.append({"backbone": name, "dataset": ds_name, "precision": f"{mixed} autocast",
+                                      "linear_probe_acc_pct": 100 * float(cm.mean()), "n_test": n_check,
+                                      "images_per_s": (len(tr) + len(te)) / sec})
+                    outcomes[f"precision-{mixed}/{rep}/{ds_name}/linear/0"] = cm
+                    te_check = te.subset(torch.arange(n_check))
+                    t0 = time.perf_counter()
+                    ftr, fte = featurize(b, tr, precision="fp32"), featurize(b, te_check, precision="fp32")
+                    sec = time.perf_counter() - t0
+                    c32 = linear_probe_predict(*ftr, fte[0]) == np.asarray(fte[1])
+                    prec_rows.append({"backbone": name, "dataset": ds_name, "precision": "fp32",
+                                      "linear_probe_acc_pct": 100 * float(c32.mean()), "n_test": n_check,
+                                      "images_per_s": (len(tr) + n_check) / sec})
+                    outcomes[f"precision-fp32/{rep}/{ds_name}/linear/0"] = c32
+                    log(f"{ds_name} / {rep_label(rep)} in fp32 for the precision check: {sec:.0f} s")
+    protocol = {"datasets": list(cfg["datasets"]), "backbones": list(cfg["backbones"]), "shots": list(cfg["shots"]),
+                "fewshot_seeds": cfg["fewshot_seeds"], "n_train": cfg["n_train"], "n_test": n_test,
+                "img_sizes": dict(cfg["img_sizes"]), "mixed_precision": mixed,
+                "precision_check": [check_bb, check_ds] if mixed != "fp32" else None}
+    return rows, outcomes, timings, prec_rows, protocol
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Claims
+# ----------------------------------------------------------------------------------------------------------
+
+NO_PAPER = "no figure in a paper (a check of the offline stand-ins, re-measured from the foundation issue)"
+
+
+def _runs(out: dict, rep: str, ds: str, setting: str, prefix: str = "") -> np.ndarray:
+    """``(draws, n)`` float outcomes of one representation / dataset / setting from ``outcomes.npz``."""
+    keys = sorted((k for k in out if k.startswith(f"{prefix}{rep}/{ds}/{setting}/")),
+                  key=lambda k: int(k.rsplit("/", 1)[1]))
+    if not keys:
+        raise KeyError(f"no outcomes for {prefix}{rep}/{ds}/{setting}")
+    return np.stack([out[k] for k in keys]).astype(float)
+
+
+def _pct(a: np.ndarray) -> str:
+    return f"{100 * a.mean():.1f}%"
+
+
+def claims_from_results(results_dir) -> list[Claim]:
+    """Every claim of notebook 00_backbones, decided from what the notebook saved (``protocol.json``,
+    ``outcomes.npz``) alone. Comparisons (fixed before any run):
+
+    * ``<ds>/<bb>/pretrained>random`` and ``pretrained>raw``: linear-probe accuracy, pretrained minus the same
+      architecture randomly initialised (or raw pixels), ``> 0``, paired bootstrap over the same test images
+      (the probes are deterministic given the features: one run each);
+    * ``<ds>/<bb>/pretrained>raw/<K>-shot`` (K the largest few-shot setting): the same at K images per class,
+      hierarchical bootstrap over the few-shot draws (paired: draw s has the same images for both) then test
+      images;
+    * ``bf16_keeps_accuracy``: the run's mixed precision minus fp32, linear probe of one backbone on one dataset,
+      equivalence within +-1 point (the whole interval inside), paired over the same test images; not testable
+      when the run used fp32 throughout.
+    """
+    d = Path(results_dir)
+    proto = json.loads((d / PROTOCOL).read_text())
+    out = load_outcomes(d)
+    k_claim = max(proto["shots"]) if proto["shots"] else None
+    claims = []
+    for ds in proto["datasets"]:
+        raw = _runs(out, RAW, ds, "linear")
+        for name in proto["backbones"]:
+            pre = _runs(out, rep_id(name, True), ds, "linear")
+            rnd = _runs(out, rep_id(name, False), ds, "linear")
+            claims.append(Claim(
+                f"{ds}/{name}/pretrained>random",
+                f"{name} pretrained features beat the same architecture randomly initialised on {ds} "
+                f"(linear probe on {proto['n_train']} training images, all {pre.shape[1]} test images)",
+                paper=NO_PAPER, ours=f"{_pct(pre)} vs {_pct(rnd)}", decision=stats.compare(pre, rnd).scaled()))
+            claims.append(Claim(
+                f"{ds}/{name}/pretrained>raw",
+                f"{name} pretrained features beat raw pixels on {ds} (linear probe on {proto['n_train']} training "
+                f"images, all {pre.shape[1]} test images)",
+                paper=NO_PAPER, ours=f"{_pct(pre)} vs {_pct(raw)}", decision=stats.compare(pre, raw).scaled()))
+            if k_claim is not None:
+                s = setting_id(k_claim)
+                pk, rk = _runs(out, rep_id(name, True), ds, s), _runs(out, RAW, ds, s)
+                claims.append(Claim(
+                    f"{ds}/{name}/pretrained>raw/{k_claim}-shot",
+                    f"{name} pretrained features beat raw pixels on {ds} with {k_claim} labelled images per class "
+                    f"(linear probe; mean over {pk.shape[0]} draws of the training images)",
+                    paper=NO_PAPER, ours=f"{_pct(pk)} vs {_pct(rk)}", decision=stats.compare(pk, rk).scaled()))
+    check = proto.get("precision_check")
+    mixed = proto["mixed_precision"]
+    statement = (f"{mixed if mixed != 'fp32' else 'bf16'} autocast feature extraction changes linear-probe "
+                 f"accuracy by at most {100 * PRECISION_MARGIN:g} point (vs fp32, same test images)")
+    if check is None:
+        claims.append(Claim("bf16_keeps_accuracy", statement, paper=NO_PAPER, ours="fp32 throughout",
+                            decision=stats.not_testable(
+                                "this run extracted every feature in fp32 (the measured precision choice found "
+                                "bf16 not faster on this machine), so there is no mixed-precision extraction to "
+                                "check")))
+    else:
+        name, ds = check
+        rep = rep_id(name, True)
+        a = _runs(out, rep, ds, "linear", prefix=f"precision-{mixed}/")
+        b = _runs(out, rep, ds, "linear", prefix="precision-fp32/")
+        claims.append(Claim("bf16_keeps_accuracy", statement, paper=NO_PAPER,
+                            ours=f"{mixed} {_pct(a)} vs fp32 {_pct(b)} ({name}, {ds})",
+                            decision=stats.compare(a, b, direction="~", margin=PRECISION_MARGIN).scaled()))
+    return claims
+
+
+def wide_table(probe, settings_order: list[str]):
+    """Representation x setting accuracies in percent (one decimal), the table readers compare."""
+    wide = probe.pivot_table(index=["dataset", "representation"], columns="setting", values="acc").reset_index()
+    wide = wide[["dataset", "representation", *settings_order]]
+    wide[settings_order] = (100 * wide[settings_order]).round(1)
+    return wide.rename(columns={s: f"{s} (%)" for s in settings_order})
+
+
+def headline(probe) -> dict:
+    """``{"<dataset>/<representation>/linear": accuracy}`` (``raw_pixels``, ``<backbone>``, ``<backbone>_random``)."""
+    names = {rep_label(RAW): "raw_pixels"}
+    out = {}
+    for r in probe[probe.setting == setting_label(None)].itertuples():
+        rep = names.get(r.representation) or r.representation.replace(" (pretrained)", "").replace(" (random init)",
+                                                                                                  "_random")
+        out[f"{r.dataset}/{rep}/linear"] = float(r.acc)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ImageNet top-k, patch PCA
+# ----------------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
 def imagenet_topk(backbone, photos: dict, *, k: int = 5) -> list[dict]:
-    """Top-k ImageNet predictions of a backbone with a 1000-way classifier on each photo."""
+    """Top-k ImageNet predictions of a backbone with a 1000-way classifier on each photo: ``topN`` is
+    ``"<class> (<probability>)"``, ``top1_class`` / ``top1_prob`` the first one's parts."""
     from ..data import imagenet_class_names
 
     names = imagenet_class_names()
@@ -85,7 +377,7 @@ def imagenet_topk(backbone, photos: dict, *, k: int = 5) -> list[dict]:
         top = p.topk(k)
         rows.append({"photo": name, **{f"top{i + 1}": f"{names[j]} ({v:.2f})"
                                        for i, (v, j) in enumerate(zip(top.values.tolist(), top.indices.tolist()))},
-                     "top1_prob": top.values[0].item()})
+                     "top1_class": names[int(top.indices[0])], "top1_prob": top.values[0].item()})
     return rows
 
 
@@ -105,3 +397,90 @@ def patch_pca_rgb(backbone, photos: list[np.ndarray], *, size: int) -> list[np.n
     lo, hi = comp.amin(dim=(0, 1, 2)), comp.amax(dim=(0, 1, 2))
     comp = (comp - lo) / (hi - lo + 1e-8)
     return [c.numpy() for c in comp]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------------------
+
+def _rep_style(label: str) -> dict:
+    """One colour per backbone (:func:`vpkit.plots.method_color` of its name, the same in every figure); its
+    random init is an open bar hatched in that colour; raw pixels have their own colour."""
+    from ..plots import method_color
+
+    if label == rep_label(RAW):
+        return {"color": method_color("raw pixels")}
+    name, _, kind = label.partition(" (")
+    if kind.startswith("random"):
+        return {"facecolor": "white", "edgecolor": method_color(name), "hatch": "////", "linewidth": 1.0}
+    return {"color": method_color(name)}
+
+
+def probe_figure(probe, *, settings_order: list[str], chance: float = CHANCE):
+    """Accuracy per setting, one panel per dataset, one bar per representation with its 95% interval
+    (t-interval over few-shot draws; Clopper-Pearson over test images for the one full-data probe); dotted:
+    chance; legend below the panels."""
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(probe["dataset"]))
+    reps = list(dict.fromkeys(probe["representation"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False, sharey=True)
+    width = 0.8 / len(reps)
+    for ax, ds in zip(axes[0], datasets):
+        sub = probe[probe.dataset == ds]
+        for i, rep in enumerate(reps):
+            r = sub[sub.representation == rep].set_index("setting").reindex(settings_order)
+            x = np.arange(len(settings_order)) + (i - (len(reps) - 1) / 2) * width
+            err = np.vstack([r["acc"] - r["ci_low"], r["ci_high"] - r["acc"]])
+            ax.bar(x, r["acc"], width, label=rep, yerr=err, capsize=2, error_kw={"elinewidth": 0.8},
+                   **_rep_style(rep))
+        ax.axhline(chance, ls=":", c="k", lw=0.9, label="chance")
+        ax.set_xticks(np.arange(len(settings_order)), settings_order)
+        ax.set_title(f"{ds} ({int(sub['n_test'].iloc[0])} test images)", fontsize=9)
+        ax.set_ylim(0, 1)
+    axes[0, 0].set_ylabel("test accuracy")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 3),
+               fontsize=8, frameon=False)
+    fig.suptitle("Frozen features: pretrained vs random init vs raw pixels (error bars: 95% interval)", y=1.02)
+    fig.tight_layout()
+    return fig
+
+
+def photos_figure(photos: dict, top, *, title: str, cols: int = 4):
+    """The photos with the top-1 ImageNet class and its probability (once) under each."""
+    import matplotlib.pyplot as plt
+
+    n = len(photos)
+    cols = min(n, cols)
+    rws = -(-n // cols)
+    fig, axes = plt.subplots(rws, cols, figsize=(3.2 * cols, 3.2 * rws), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, img), (_, r) in zip(axes.flat, photos.items(), top.iterrows()):
+        ax.imshow(photo_tensor(img)[0].permute(1, 2, 0).numpy())
+        ax.set_title(f"{name}\n{r['top1_class'].split(',')[0][:28]} ({r['top1_prob']:.2f})", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pca_figure(pca_photos: list, maps: dict, *, title: str):
+    """Row 0: the photos; one row per entry of ``maps`` (label -> list of RGB maps), labelled at the left."""
+    import matplotlib.pyplot as plt
+
+    n = len(pca_photos)
+    fig, axes = plt.subplots(1 + len(maps), n, figsize=(2.4 * n + 0.6, 2.4 * (1 + len(maps))), squeeze=False)
+    for j, p in enumerate(pca_photos):
+        axes[0, j].imshow(photo_tensor(p)[0].permute(1, 2, 0).numpy())
+    for i, (label, ms) in enumerate(maps.items(), start=1):
+        for j, m in enumerate(ms):
+            axes[i, j].imshow(m, interpolation="nearest")
+        axes[i, 0].set_ylabel(label, fontsize=9)
+    axes[0, 0].set_ylabel("photo", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

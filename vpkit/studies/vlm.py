@@ -1,8 +1,21 @@
 """Study of notebook ``00_vlm``: the vision-language model that notebooks 02 and 04 prompt, judged on its own.
 
 The models (open_clip CLIP and the offline stand-in) are :mod:`vpkit.vlm`; the stand-in's alignment training
-is :mod:`vpkit.alignment`. This file holds the zero-shot protocol (both input polarities, chance, a linear
-probe on the same embedding) and the alignment ablations (untrained / open dictionary).
+is :mod:`vpkit.alignment`. This file holds the zero-shot protocol (both input polarities, chance, linear probes
+on the same embedding with all and with K labelled images per class), the alignment ablations (untrained /
+open dictionary), the image->text retrieval of emoji, the figures and the claims (:func:`claims_from_results`).
+
+Words: **zero-shot** classification labels an image with the class whose text prompt ("a photo of a {class}.")
+is most similar to it in the joint embedding, with no labelled image of the task; a **linear probe** is a
+logistic regression trained on labelled images' embeddings; **ConSE** (Norouzi et al. 2014) embeds an image as
+the mix of the word embeddings of the ImageNet classes its classifier predicts, weighted by their probabilities;
+**LiT** (locked-image tuning, Zhai et al. 2022) trains only the text side (here: small alignment layers) to match
+a frozen, pretrained image tower with a contrastive loss.
+
+Protocol (fixed before any result is seen): every test image of each dataset (Fashion-MNIST 10,000, MNIST-5k
+1,000, digits 597); the probes train on 1000 images of the training pool, K-shot probes on ``fewshot_seeds``
+draws of K images per class from them; the input polarity is chosen by the label-free rule
+:func:`vpkit.vlm.dark_background` on the training pool; every variant sees the same frozen Lite0 outputs.
 
 Settings: :data:`PROFILES` is this notebook's ``smoke`` / ``offline`` / ``paper`` table, kept here beside the
 protocol that reads it (not in one shared table), so that a change of protocol and of its budget are seen in
@@ -10,23 +23,39 @@ one file; :func:`settings` validates through :func:`vpkit.profiles.resolve`.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import unicodedata
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import stats
 from ..device import autocast
 from ..profiles import resolve
+from ..report import Claim, load_outcomes
 from ..vlm import (DATASET_CLASSNAMES, VLM, Alignment, OfflineVLM, _embed, _freeze, dark_background, encode_images,
                    zero_shot_predict)
 
-
 PROFILES = {
-    "smoke": dict(vlm="offline", img_size=64, datasets=["digits"], n_train=60, n_test=40, batch_size=64, photos=2,
-                  vocab_stride=10),
+    "smoke": dict(vlm="offline", img_size=64, datasets=["digits"], n_train=60, n_test=40, shots=[1],
+                  fewshot_seeds=3, emoji_max=12, batch_size=64, photos=2, vocab_stride=10),
+    # n_test None: every test image (Fashion-MNIST 10,000, MNIST-5k 1,000, digits 597); emoji_max None: all
     "offline": dict(vlm="offline", img_size=160, datasets=["fashion_mnist", "mnist5k", "digits"], n_train=1000,
-                    n_test=1000, batch_size=64, photos=6, vocab_stride=1),
+                    n_test=None, shots=[1, 4], fewshot_seeds=10, emoji_max=None, batch_size=64, photos=6,
+                    vocab_stride=1),
     "paper": dict(vlm="clip_vit_b16", img_size=None, datasets=["fashion_mnist", "mnist5k", "digits"],
-                  n_train=1000, n_test=None, batch_size=64, photos=6, vocab_stride=1),
+                  n_train=1000, n_test=None, shots=[1, 4], fewshot_seeds=10, emoji_max=None, batch_size=64,
+                  photos=6, vocab_stride=1),
 }
+
+# The claims' fixed choices (decided before any run; see claims_from_results).
+CLAIM_SHOT = 1  # zero-shot vs the 1-shot probe (CLIP, Fig. 6: one would expect zero-shot to trail one-shot)
+RIDGE_BASELINE = 0.26  # issue 4: the first DeViSE-style ridge map reached 0.20-0.26 on Fashion-MNIST; beat its best
+PROTOCOL = "protocol.json"
+CLIP_MNIST_ZERO_SHOT = 0.88  # CLIP Sec. 6: "CLIP only achieves 88% accuracy on the handwritten digits of MNIST"
 
 
 def settings(profile: str, **overrides) -> dict:
@@ -35,11 +64,15 @@ def settings(profile: str, **overrides) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Zero-shot evaluation
+# Variants of the offline alignment
 # ----------------------------------------------------------------------------------------------------------
 
 ZERO_SHOT_TEMPLATES = ("a photo of a {}.", "a drawing of a {}.", "an icon of a {}.",
                        "a black and white photo of a {}.", "a picture of the {}.")
+
+VARIANT_IDS = {"trained": "trained", "untrained (ConSE init)": "untrained", "trained, open dictionary": "trained_open",
+               "untrained, open dictionary": "untrained_open"}
+
 
 def untrained_alignment(al: Alignment) -> Alignment:
     """The alignment's starting point (plain ConSE: identity maps, T = 1, no feature residual), same dictionary."""
@@ -80,12 +113,15 @@ def offline_variants(vlm: "OfflineVLM") -> dict[str, Alignment]:
 
 @torch.no_grad()
 def _offline_parts(vlm: "OfflineVLM", images: torch.Tensor, *, invert: bool, batch_size: int, amp: bool):
+    """Lite0's pooled features and ImageNet logits of uint8 images (channels-last: ~1.5x faster on CPU)."""
     from ..data import to_model_input
 
     pp = vlm.preprocess
+    vlm.image_tower.to(memory_format=torch.channels_last)
     fs, ls = [], []
     for i in range(0, len(images), batch_size):
         x = to_model_input(images[i:i + batch_size], size=pp.img_size, mean=pp.mean, std=pp.std, invert=invert)
+        x = x.contiguous(memory_format=torch.channels_last)
         with autocast(x.device, amp):
             f, l = vlm.image_parts(x)
         fs.append(f.float())
@@ -93,27 +129,51 @@ def _offline_parts(vlm: "OfflineVLM", images: torch.Tensor, *, invert: bool, bat
     return torch.cat(fs), torch.cat(ls)
 
 
-def zero_shot_rows(vlm: VLM, name: str, *, seed: int = 0, n_train: int = 1000, n_test: int | None = None,
-                   templates=ZERO_SHOT_TEMPLATES, batch_size: int = 64, amp: bool = True,
-                   variants: dict[str, Alignment] | None = None) -> list[dict]:
-    """Zero-shot accuracy of ``vlm`` on an offline dataset in both input polarities, with chance and a linear
-    probe on the same image embedding (CLIP Sec. 3.2) trained on ``n_train`` images.
+# ----------------------------------------------------------------------------------------------------------
+# Zero-shot and probes
+# ----------------------------------------------------------------------------------------------------------
 
-    The polarity the label-free rule :func:`dark_background` picks (from the training pool) is marked
-    ``chosen``; the other is reported beside it. ``p_value_vs_chance`` is a one-sided binomial test.
-    For the offline VLM, ``variants`` (name -> :class:`Alignment`, e.g. :func:`offline_variants`) are
-    evaluated on the same frozen Lite0 outputs; the default is the VLM's own alignment only.
-    """
+def _binomial_ci(correct: int, n: int) -> tuple[float, float]:
     from scipy.stats import binomtest
 
-    from ..data import offline_dataset, vtab_splits
-    from ..metrics import linear_probe
+    ci = binomtest(int(correct), int(n)).proportion_ci(confidence_level=0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def _setting(k: int | None) -> str:
+    return "all" if k is None else f"{k}shot"
+
+
+def _setting_label(k: int | None, n_train: int) -> str:
+    return f"linear probe ({n_train} images)" if k is None else f"{k}-shot probe"
+
+
+def zero_shot_eval(vlm: VLM, name: str, *, seed: int = 0, n_train: int = 1000, n_test: int | None = None,
+                   shots=(1, 4), fewshot_seeds: int = 5, templates=ZERO_SHOT_TEMPLATES, batch_size: int = 64,
+                   amp: bool = True, variants: dict[str, Alignment] | None = None):
+    """Zero-shot accuracy of ``vlm`` on an offline dataset in both input polarities, and linear probes on the same
+    image embedding (CLIP Sec. 3.2): on all ``n_train`` training images and on K images per class (``shots``,
+    ``fewshot_seeds`` draws; draw s uses seed ``seed + s``).
+
+    The polarity the label-free rule :func:`dark_background` picks (from the training pool) is marked
+    ``chosen``; the other is reported beside it. For the offline VLM, ``variants`` (name -> :class:`Alignment`,
+    e.g. :func:`offline_variants`) are evaluated on the same frozen Lite0 outputs; the probes use the first
+    variant (the committed alignment) in the chosen polarity.
+
+    Returns ``(zero_shot_rows, probe_rows, outcomes)``; ``outcomes`` maps
+    ``zero_shot:<variant id>:<inverted|plain>/<dataset>/0`` and ``linear_probe:<all|Kshot>/<dataset>/<draw>`` to
+    per-test-image correct flags.
+    """
+    from ..data import few_shot_indices, offline_dataset, vtab_splits
+    from ..metrics import linear_probe_predict
+    from ..plots import interval_of_mean
 
     pool, test = offline_dataset(name)
     sp = vtab_splits(pool, test, seed=seed, n_train=n_train - min(200, n_train // 5), n_val=min(200, n_train // 5),
                      n_test=n_test)
     train, test = sp["train1000"], sp["test"]
     classnames = DATASET_CLASSNAMES.get(name, test.classes)
+    chance = 1.0 / len(classnames)
     auto = dark_background(pool.images[:2000])
     offline = isinstance(vlm, OfflineVLM)
     if offline:
@@ -125,26 +185,305 @@ def zero_shot_rows(vlm: VLM, name: str, *, seed: int = 0, n_train: int = 1000, n
             prompt_feats = torch.stack([vlm.text_tower(*_embed(vlm, [t.format(c) for t in templates])).mean(0)
                                         for c in classnames])
     else:
-        variants = {"": None}
+        variants = {vlm.name: None}
         weights = vlm.classifier_weights(classnames, templates)
         feats = {inv: encode_images(vlm, test.images, invert=inv, batch_size=batch_size, amp=amp)
                  for inv in (False, True)}
         tr = encode_images(vlm, train.images, invert=auto, batch_size=batch_size, amp=amp)
-    rows = []
-    for vname, al in variants.items():
+    rows, probe_rows, outcomes = [], [], {}
+    y = test.labels.numpy()
+    for vi, (vname, al) in enumerate(variants.items()):
+        vid = VARIANT_IDS.get(vname, vname)
         if offline:
             with torch.no_grad():
                 weights = F.normalize(al.text(prompt_feats), dim=-1)
                 feats = {inv: F.normalize(al.image(*parts[inv]), dim=-1) for inv in (False, True)}
                 tr = F.normalize(al.image(*parts_tr), dim=-1)
         for invert in (False, True):
-            te = feats[invert]
-            correct = int((zero_shot_predict(te, weights) == test.labels).sum())
-            rows.append({"dataset": name, "variant": vname or vlm.name, "invert": invert, "chosen": invert == auto,
-                         "zero_shot": correct / len(test), "chance": 1.0 / len(classnames),
-                         "p_value_vs_chance": binomtest(correct, len(test), 1.0 / len(classnames),
-                                                        alternative="greater").pvalue,
-                         "linear_probe": linear_probe(tr, train.labels, te, test.labels) if invert == auto else None,
-                         "n_train_probe": len(train), "n_test": len(test)})
-    return rows
+            ok = (zero_shot_predict(feats[invert], weights) == test.labels).numpy()
+            outcomes[f"zero_shot:{vid}:{'inverted' if invert else 'plain'}/{name}/0"] = ok
+            lo, hi = _binomial_ci(ok.sum(), len(ok))
+            rows.append({"dataset": name, "variant": vname, "invert": invert, "chosen": invert == auto,
+                         "zero_shot": float(ok.mean()), "ci_low": lo, "ci_high": hi, "correct": int(ok.sum()),
+                         "n_test": len(ok), "chance": chance})
+        if vi:
+            continue
+        te = feats[auto]
+        for k in (None, *shots):
+            draws = [np.arange(len(train))] if k is None else [
+                few_shot_indices(train.labels, k, seed=seed + s, num_classes=len(classnames)).numpy()
+                for s in range(fewshot_seeds)]
+            oks = np.stack([linear_probe_predict(tr[idx], train.labels[idx], te) == y for idx in draws])
+            for d, ok in enumerate(oks):
+                outcomes[f"linear_probe:{_setting(k)}/{name}/{d}"] = ok
+            per_draw = oks.mean(axis=1)
+            lo, hi = interval_of_mean(per_draw) if len(oks) > 1 else _binomial_ci(oks.sum(), oks.shape[1])
+            probe_rows.append({"dataset": name, "variant": vname, "setting": _setting_label(k, len(train)),
+                               "k": k, "acc": float(per_draw.mean()), "ci_low": lo, "ci_high": hi,
+                               "acc_sd": float(per_draw.std(ddof=1)) if len(oks) > 1 else 0.0,
+                               "n_draws": len(oks), "n_train": len(train) if k is None else k * len(classnames),
+                               "n_test": oks.shape[1], "chance": chance})
+    return rows, probe_rows, outcomes
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Emoji image -> text retrieval (what the alignment was trained for)
+# ----------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def emoji_retrieval(vlm: "OfflineVLM", *, max_emoji: int | None = None, img_size: int | None = None):
+    """Image -> text top-1 retrieval of emoji by the committed and the untrained alignment, per query.
+
+    Two query sets, each image in colour and in grey (as in training), each retrieving among its own set's
+    names (chance = 1 / number of names): ``val`` - the validation emoji of the artifact (kept out of training,
+    but used to choose its learning rate and epochs); ``held_out`` - emoji of the held-out concepts (garments,
+    footwear, bags, digits, clocks: :data:`vpkit.alignment.HELD_OUT_EMOJI_PATTERN`), which neither the training
+    nor any choice saw. Returns ``(rows, outcomes, skipped)``: ``skipped`` names why a set is missing (the emoji
+    font is not installed), outcomes map ``emoji_retrieval:<trained|untrained>/<set>/0`` to correct flags.
+    """
+    from .. import alignment as A
+    from ..vlm import load_alignment
+
+    if not A.EMOJI_FONT.exists():
+        return [], {}, f"the emoji font {A.EMOJI_FONT} is not installed ({A.EMOJI_INSTALL})"
+    _, meta = load_alignment()
+    size = int(img_size or vlm.alignment.cfg.img_size)
+    sets = {"val": [(ord(unicodedata.lookup(n)), n) for n in meta["val_emoji"]],
+            "held_out": A.emoji_names(held_out=True)}
+    variants = {"trained": vlm.alignment, "untrained": untrained_alignment(vlm.alignment)}
+    rows, outcomes = [], {}
+    for set_name, emo in sets.items():
+        emo = emo[:max_emoji] if max_emoji else emo
+        imgs = A.render_emoji([cp for cp, _ in emo])
+        feats, logits = A.image_parts(vlm.backbone, A.with_grey(imgs), img_size=size)
+        temb = A.grouped_text_features(vlm.text_tower, [[t.format(A.emoji_text(n)) for t in A.EMOJI_TEMPLATES]
+                                                        for _, n in emo])
+        targets = torch.arange(len(emo)).repeat(2)
+        for vname, al in variants.items():
+            z = F.normalize(al.image(feats, logits), dim=-1) @ F.normalize(al.text(temb), dim=-1).t()
+            ok = (z.argmax(-1) == targets).numpy()
+            outcomes[f"emoji_retrieval:{vname}/{set_name}/0"] = ok
+            lo, hi = _binomial_ci(ok.sum(), len(ok))
+            rows.append({"set": set_name, "alignment": vname, "top1": float(ok.mean()), "ci_low": lo, "ci_high": hi,
+                         "n_queries": len(ok), "n_texts": len(emo), "chance": 1.0 / len(emo)})
+    return rows, outcomes, ""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Claims
+# ----------------------------------------------------------------------------------------------------------
+
+LIT_PAPER = ("LiT (Zhai et al. 2022): contrastive tuning of the text side onto a locked pretrained image tower gives "
+             "zero-shot transfer (85.2% ImageNet zero-shot, ViT-g/14); no figure for an untrained head")
+RIDGE_PAPER = "no paper: issue 4's first DeViSE-style ridge map reached 0.20-0.26 (threshold: its best, 0.26)"
+
+
+def _stack(out: dict, prefix: str) -> np.ndarray:
+    keys = sorted((k for k in out if k.startswith(prefix)), key=lambda k: int(k.rsplit("/", 1)[1]))
+    if not keys:
+        raise KeyError(f"no outcomes for {prefix}")
+    return np.stack([out[k] for k in keys]).astype(float)
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}%"
+
+
+def claims_from_results(results_dir) -> list[Claim]:
+    """Every claim of notebook 00_vlm, decided from what the notebook saved (``protocol.json``, ``zero_shot.csv``,
+    ``outcomes.npz``) alone. Comparisons (fixed before any run; zero-shot always in the polarity the label-free
+    rule chose, the committed alignment unless named):
+
+    * ``zero_shot_above_chance_<ds>``: zero-shot accuracy > chance (1/10), exact binomial (Clopper-Pearson);
+    * ``zero_shot_beats_1_shot_probe_<ds>``: zero-shot minus a 1-shot linear probe on the same embedding, > 0,
+      hierarchical bootstrap over the probe's draws then test images (paired: same images);
+    * ``alignment_training_improves_zero_shot_<ds>`` (offline): trained minus untrained (ConSE init) zero-shot,
+      > 0, paired bootstrap over test images; not testable when neither is above chance (binomial);
+    * ``fashion_beats_ridge_baseline`` / ``fashion_open_dictionary_beats_ridge_baseline`` (offline): Fashion-MNIST
+      zero-shot > 0.26, the exact binomial interval of ours against that fixed value (it has no per-example
+      outcomes);
+    * ``alignment_training_helps`` / ``alignment_training_helps_held_out_concepts`` (offline): emoji image->text
+      top-1, trained minus untrained, > 0, paired bootstrap over the same queries.
+
+    The supervised probe on all training images is not a claim: it beats zero-shot by construction (it sees the
+    labels), so it is reported as a reference only.
+    """
+    import pandas as pd
+
+    d = Path(results_dir)
+    proto = json.loads((d / PROTOCOL).read_text())
+    out = load_outcomes(d)
+    zs = pd.read_csv(d / "zero_shot.csv")
+    offline = proto["vlm"] == "offline"
+    who = "the offline stand-in VLM (Lite0 + MiniLM + trained alignment)" if offline else proto["vlm"]
+    claims = []
+
+    def chosen(ds, vid):  # the polarity the label-free rule picked for ds
+        row = zs[(zs.dataset == ds) & zs.chosen].iloc[0]
+        return out[f"zero_shot:{vid}:{'inverted' if row.invert else 'plain'}/{ds}/0"].astype(float)
+
+    main = proto["main_variant"]
+    for ds in proto["datasets"]:
+        chance = float(zs[zs.dataset == ds]["chance"].iloc[0])
+        a = chosen(ds, main)
+        paper = (f"CLIP (Radford et al. 2021) Sec. 6: zero-shot CLIP reaches {CLIP_MNIST_ZERO_SHOT:.0%} on MNIST"
+                 if ds in ("mnist5k", "digits") else "no figure in the CLIP paper (Fashion-MNIST is not in its suite)")
+        claims.append(Claim(
+            f"zero_shot_above_chance_{ds}",
+            f"Zero-shot accuracy of {who} on {ds} exceeds chance ({len(a)} test images, 10 classes)",
+            paper=paper, ours=f"{_pct(a.mean())} vs chance {_pct(chance)}",
+            decision=stats.binomial_vs_chance(int(a.sum()), len(a), chance).scaled()))
+        if CLAIM_SHOT in proto["shots"]:
+            p = _stack(out, f"linear_probe:{_setting(CLAIM_SHOT)}/{ds}/")
+            claims.append(Claim(
+                f"zero_shot_beats_{CLAIM_SHOT}_shot_probe_{ds}",
+                f"Zero-shot accuracy of {who} on {ds} beats a {CLAIM_SHOT}-shot linear probe on the same image "
+                f"embedding (mean over {p.shape[0]} draws of the labelled images)",
+                paper="CLIP Fig. 6: zero-shot CLIP matches the average of a 4-shot linear probe on the same "
+                      "feature space (20 datasets), where one might expect it to trail a 1-shot one",
+                ours=f"{_pct(a.mean())} vs {_pct(p.mean())}",
+                decision=stats.compare(np.tile(a, (p.shape[0], 1)), p).scaled()))
+        if offline:
+            u = chosen(ds, "untrained")
+            above = [stats.binomial_vs_chance(int(v.sum()), len(v), chance).verdict == stats.HOLDS for v in (a, u)]
+            dec = stats.compare(a, u).scaled() if any(above) else stats.not_testable(
+                f"neither the trained ({_pct(a.mean())}) nor the untrained ({_pct(u.mean())}) alignment is above "
+                f"chance on {ds} by its exact binomial interval: a difference between two chance-level classifiers "
+                f"says nothing about the training")
+            claims.append(Claim(
+                f"alignment_training_improves_zero_shot_{ds}",
+                f"LiT-style training of the alignment improves zero-shot accuracy on {ds} over its untrained ConSE "
+                f"initialisation (held-out classes, same test images)",
+                paper=LIT_PAPER, ours=f"{_pct(a.mean())} vs {_pct(u.mean())}", decision=dec))
+    if offline and "fashion_mnist" in proto["datasets"]:
+        for cid, vid, statement, note in (
+                ("fashion_beats_ridge_baseline", main,
+                 "Zero-shot accuracy of the offline stand-in VLM on Fashion-MNIST beats the first DeViSE-style ridge "
+                 "attempt", "held-out classes: no garment/footwear/bag ImageNet class or emoji in the alignment"),
+                ("fashion_open_dictionary_beats_ridge_baseline", "trained_open",
+                 "With the held-out ImageNet labels put back into the dictionary (ablation), Fashion-MNIST zero-shot "
+                 "beats the first ridge attempt",
+                 "not a held-out number: Lite0's labels for garments/footwear/bags are in the dictionary")):
+            v = chosen("fashion_mnist", vid)
+            dec = dataclasses.replace(
+                stats.binomial_vs_chance(int(v.sum()), len(v), RIDGE_BASELINE),
+                test=f"exact binomial (Clopper-Pearson 95%) of our accuracy against the fixed value {RIDGE_BASELINE} "
+                     f"(issue 4's ridge attempt has no per-example outcomes)")
+            claims.append(Claim(cid, statement, paper=RIDGE_PAPER, ours=f"{_pct(v.mean())} ({len(v)} test images)",
+                                note=note, decision=dec.scaled()))
+    if offline:
+        emoji = proto.get("emoji") or {}
+        for cid, set_name, statement, note in (
+                ("alignment_training_helps", "val",
+                 "Contrastive training improves image->text retrieval of the validation emoji over the untrained "
+                 "ConSE initialisation",
+                 "the validation emoji were kept out of training but chose its learning rate and epochs, so the "
+                 "trained side is slightly favoured; the held-out-concept claim is free of any choice"),
+                ("alignment_training_helps_held_out_concepts", "held_out",
+                 "Contrastive training improves image->text retrieval of emoji of the held-out concepts (garments, "
+                 "footwear, bags, digits, clocks), which neither training nor any choice saw",
+                 "retrieval among the held-out emoji's own names")):
+            if emoji.get("skipped"):
+                claims.append(Claim(cid, statement, paper=LIT_PAPER, ours="not measured",
+                                    decision=stats.not_testable(emoji["skipped"])))
+                continue
+            t = out[f"emoji_retrieval:trained/{set_name}/0"].astype(float)
+            u = out[f"emoji_retrieval:untrained/{set_name}/0"].astype(float)
+            n_texts = emoji["n_texts"][set_name]
+            claims.append(Claim(
+                cid, statement, paper=LIT_PAPER,
+                ours=f"top-1 {_pct(t.mean())} vs {_pct(u.mean())} ({len(t)} queries, chance {_pct(1 / n_texts)})",
+                note=note, decision=stats.compare(t, u).scaled()))
+    return claims
+
+
+def variants_table(zs, variants):
+    """Zero-shot accuracy (%, chosen polarity) of each alignment variant (rows) on each dataset (columns)."""
+    abl = zs[zs.chosen].pivot_table(index="variant", columns="dataset", values="zero_shot")
+    abl = abl.loc[list(variants), list(dict.fromkeys(zs["dataset"]))]
+    return (100 * abl).round(1).rename(columns=lambda c: f"{c} (%)").reset_index()
+
+
+def headline(zs, probes, emoji_rows=()) -> dict:
+    """Zero-shot (chosen polarity) per variant and dataset, probe accuracies, chance, emoji retrieval."""
+    out = {}
+    for r in zs[zs.chosen].itertuples():
+        vid = VARIANT_IDS.get(r.variant, "main")
+        out[f"zero_shot_{r.dataset}" + ("" if vid in ("trained", "main") else f"_{vid}")] = float(r.zero_shot)
+        out[f"chance_{r.dataset}"] = float(r.chance)
+    for r in probes.itertuples():
+        out[f"probe_{_setting(None if pd_isna(r.k) else int(r.k))}_{r.dataset}"] = float(r.acc)
+    for r in emoji_rows:
+        out[f"emoji_retrieval_{r['set']}_{r['alignment']}"] = float(r["top1"])
+    return out
+
+
+def pd_isna(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------------------
+
+def zero_shot_figure(zs, probes, *, title: str):
+    """Per dataset: zero-shot (chosen polarity, committed alignment) and the probes on the same embedding, each
+    with its 95% interval (Clopper-Pearson over test images for one run; t-interval over draws for K-shot);
+    dashed: chance; star: CLIP's own zero-shot on MNIST (paper); legend outside the axes."""
+    import matplotlib.pyplot as plt
+
+    from ..plots import method_color
+
+    datasets = list(dict.fromkeys(zs["dataset"]))
+    main = zs[zs.chosen].groupby("dataset").head(1).set_index("dataset")
+    settings = list(dict.fromkeys(probes.sort_values("k", na_position="last")["setting"]))
+    series = [("zero-shot", "zero_shot")] + [(s, "linear_probe" if s.startswith("linear") else s) for s in settings]
+    fig, ax = plt.subplots(figsize=(2.2 + 2.0 * len(datasets), 3.4))
+    width = 0.8 / len(series)
+    for i, (label, colour) in enumerate(series):
+        x = np.arange(len(datasets)) + (i - (len(series) - 1) / 2) * width
+        if label == "zero-shot":
+            r = main.loc[datasets]
+            acc, lo, hi = r["zero_shot"].to_numpy(), r["ci_low"].to_numpy(), r["ci_high"].to_numpy()
+        else:
+            r = probes[probes.setting == label].set_index("dataset").loc[datasets]
+            acc, lo, hi = r["acc"].to_numpy(), r["ci_low"].to_numpy(), r["ci_high"].to_numpy()
+        ax.bar(x, acc, width, yerr=np.vstack([acc - lo, hi - acc]), capsize=2, color=method_color(colour),
+               label=label, error_kw={"elinewidth": 0.8})
+    for j, ds in enumerate(datasets):
+        ax.hlines(float(main.loc[ds, "chance"]), j - 0.45, j + 0.45, colors="k", linestyles="--", lw=0.9,
+                  label="chance" if j == 0 else None)
+    if "mnist5k" in datasets:
+        j = datasets.index("mnist5k")
+        ax.plot([j - (len(series) - 1) / 2 * width], [CLIP_MNIST_ZERO_SHOT], marker="*", ms=11, color="k", ls="none",
+                label="CLIP zero-shot on MNIST (paper)")
+    ax.set_xticks(np.arange(len(datasets)), [f"{ds}\n({int(main.loc[ds, 'n_test'])} test)" for ds in datasets])
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_figure(photo_imgs, photo_hits, photo_names, fm_images, fm_labels, fm_hits, fm_names, *, title: str):
+    """Two rows of images; the top-3 texts with their softmax scores sit *below* each image (as x-labels), so no
+    text of the second row covers a photo of the first."""
+    import matplotlib.pyplot as plt
+
+    n = len(photo_names)
+    fig, axes = plt.subplots(2, n, figsize=(2.3 * n, 6.4), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(photo_imgs[i].permute(1, 2, 0).numpy())
+        axes[0, i].set_title(photo_names[i], fontsize=8)
+        axes[0, i].set_xlabel("\n".join(f"{t[:18]} {p:.2f}" for t, p in photo_hits[i]), fontsize=7)
+        j = min(i, len(fm_images) - 1)
+        axes[1, i].imshow(fm_images[j, 0].numpy(), cmap="gray")
+        axes[1, i].set_title(f"true: {fm_names[int(fm_labels[j])]}", fontsize=8)
+        axes[1, i].set_xlabel("\n".join(f"{t} {p:.2f}" for t, p in fm_hits[j]), fontsize=7)
+    for a in axes.flat:
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
