@@ -25,11 +25,12 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
          "or vpkit will try torchvision's download into data/"
   fi
 fi
-# Emoji font: only needed to regenerate the offline VLM alignment artifact (python -m vpkit.alignment).
+# Emoji font: 00_vlm renders emoji with it for its retrieval claims (without it they are "not testable here"), and
+# regenerating the offline VLM alignment artifact needs it (python -m vpkit.alignment).
 if [ ! -d /usr/share/fonts/truetype/noto ] || ! ls /usr/share/fonts/truetype/noto/NotoColorEmoji*.ttf >/dev/null 2>&1; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji >/dev/null 2>&1 \
-      || echo "install.sh: fonts-noto-color-emoji not installed (only needed to retrain the VLM alignment)"
+      || echo "install.sh: fonts-noto-color-emoji not installed (00_vlm emoji claims become not testable; retraining the alignment needs it)"
   fi
 fi
 # Convert the offline backbones once into the cache (VPKIT_CACHE, default ~/.cache/vpkit).
