@@ -76,8 +76,10 @@ def _timm_paper(arch: str, **kwargs):
     def build(pretrained: bool, img_size: int) -> nn.Module:
         import timm
 
+        from .dryrun import active as dry_run
+
         try:
-            return timm.create_model(arch, pretrained=pretrained, **kwargs)
+            return timm.create_model(arch, pretrained=pretrained and not dry_run(), **kwargs)
         except Exception as e:  # network or hub errors: one actionable line
             raise assets.AssetError(
                 f"cannot load timm '{arch}' pretrained weights ({type(e).__name__}); this needs internet "

@@ -1,6 +1,7 @@
 """Where tensors run, in which precision and on how many threads: chosen here, by measurement, and nowhere else.
 
-* **Device.** ``device="auto"`` means CUDA when present, else the CPU (:func:`resolve_device`).
+* **Device.** ``device="auto"`` means CUDA when present (or the virtual CUDA of a dry run, :mod:`vpkit.dryrun`),
+  else the CPU (:func:`resolve_device`). This is the only place a device is chosen.
 * **Precision.** ``precision="auto"`` (every profile's default) times a 512x512 matmul and one ViT-S-block-shaped
   MLP forward (272 tokens x 384 -> 1536 -> 384) in fp32 and under bf16 autocast, once per process (a few
   milliseconds each, best of 3), and uses bf16 only where it is clearly faster (both at least
@@ -37,7 +38,9 @@ _STATE: dict = {"precision": "auto", "measured": {}}
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA if available, else CPU; anything else is passed to ``torch.device``."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        from .dryrun import virtual_cuda_active
+
+        return torch.device("cuda" if torch.cuda.is_available() or virtual_cuda_active() else "cpu")
     return torch.device(device)
 
 

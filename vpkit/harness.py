@@ -18,6 +18,8 @@ from .profiles import PROFILE_NAMES
 PRECISIONS = ("auto", "fp32", "bf16")  # = vpkit.device.PRECISIONS (not imported: keeps `list` free of torch)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DRY_RUNS = (None, "virtual_cuda", "device")
+DRY_RUN_ROOT = Path(tempfile.gettempdir()) / "vpkit-dry-run"  # where dry runs write (never results/)
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 # source name -> notebook file; results go to results/<source>/
@@ -44,25 +46,39 @@ class NotebookFailed(RuntimeError):
 
 def run_notebook(name: str, *, profile: str = "offline", results_root: str | Path | None = None,
                  parameters: dict | None = None, progress: bool = True, timeout: int | None = None,
-                 out_dir: str | Path | None = None, keep_failed: bool = False) -> Path:
+                 out_dir: str | Path | None = None, keep_failed: bool = False, dry_run: str | None = None) -> Path:
     """Execute one notebook; its outputs go to ``<results_root>/<name>/`` (or ``out_dir``) and the executed copy
     beside them.
 
     The executed notebook is written to a temporary file first and moved into place only on success; on failure
     it is removed, or kept as ``FAILED-<notebook>.ipynb`` with ``keep_failed`` (sweeps). Raises
     :class:`NotebookFailed` naming the failing cell and its error.
+
+    ``dry_run``: ``"virtual_cuda"`` or ``"device"`` runs the paper profile as a paper-shape dry run
+    (:mod:`vpkit.dryrun`; random weights, fake paper-shaped data, 1-2 steps, network blocked), under the CPU's
+    virtual CUDA or on the real device; never into ``results/``.
     """
     import papermill as pm
 
     if profile not in PROFILE_NAMES:
         raise ValueError(f"profile={profile!r}; allowed: {PROFILE_NAMES}")
+    if dry_run not in DRY_RUNS:
+        raise ValueError(f"dry_run={dry_run!r}; allowed: {DRY_RUNS}")
+    if dry_run and profile != "paper":
+        raise ValueError(f"a dry run is of the paper profile; profile={profile!r}")
     src = notebook_path(name)
     out_dir = Path(out_dir) if out_dir is not None else Path(results_root or REPO_ROOT / "results") / name
+    if dry_run and (REPO_ROOT / "results").resolve() in (out_dir.resolve(), *out_dir.resolve().parents):
+        raise ValueError(f"a dry run writes to a scratch folder, never under results/ (got {out_dir})")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"FAILED-{src.name}").unlink(missing_ok=True)
     params = {"profile": profile, "results_dir": str(out_dir.resolve()), **(parameters or {})}
     fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=out_dir, prefix=".running-")
     os.close(fd)
+    env = {"VPKIT_DRY_RUN": "1" if dry_run == "virtual_cuda" else "device", "VPKIT_NO_NETWORK": "1"} if dry_run \
+        else {"VPKIT_DRY_RUN": "0"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel papermill starts inherits them
     try:
         pm.execute_notebook(str(src), tmp, parameters=params, cwd=str(REPO_ROOT), progress_bar=progress,
                             kernel_name="python3", execution_timeout=timeout, log_output=False)
@@ -74,6 +90,9 @@ def run_notebook(name: str, *, profile: str = "offline", results_root: str | Pat
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     final = out_dir / src.name
     shutil.move(tmp, final)
     return final
@@ -155,6 +174,31 @@ def is_current(name: str, *, parameters: dict, results_root: str | Path | None =
     return diff.returncode == 0 and not untracked
 
 
+def _dry_runs(ap, args, names) -> int:
+    """``replicate --dry-run``: every named notebook's paper profile as a dry run, into a scratch folder."""
+    if args.profile != "paper":
+        ap.error(f"--dry-run is a dry run of the paper profile; got --profile {args.profile}")
+    root = Path(args.results or DRY_RUN_ROOT)
+    mode = "device" if args.real_device else "virtual_cuda"
+    rows = []
+    for i, n in enumerate(names, 1):
+        t0 = time.time()
+        try:
+            params = {**({"precision": args.precision} if args.precision else {}), **parse_sets(args.sets, n)}
+            print(f"[{i}/{len(names)}] {n}: paper-shape dry run ({mode})", flush=True)
+            out = run_notebook(n, profile="paper", results_root=root, parameters=params or None, dry_run=mode)
+        except ValueError as e:
+            ap.error(str(e))
+        except NotebookFailed as e:
+            print(f"FAILED: {e}", file=sys.stderr)
+            print(summary_table(rows))
+            return 1
+        rows.append(_summary_row(n, out.parent, time.time() - t0))
+        print(f"[{i}/{len(names)}] {n} dry run done in {time.time() - t0:.0f}s -> {out.parent}", flush=True)
+    print(summary_table(rows))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vpkit", description=__doc__,
                                  epilog="parameter sweeps (local or Ray): python3 -m vpkit sweep --help",
@@ -163,13 +207,18 @@ def main(argv=None) -> int:
     rp = sub.add_parser("replicate", help="execute notebooks with papermill, writing results/<source>/")
     rp.add_argument("names", nargs="*", help=f"notebooks to run (default: all): {list(NOTEBOOKS)}")
     rp.add_argument("--profile", default="offline", choices=PROFILE_NAMES)
-    rp.add_argument("--results", default=str(REPO_ROOT / "results"), help="results root (default: results/)")
+    rp.add_argument("--results", default=None, help="results root (default: results/)")
     rp.add_argument("--precision", choices=PRECISIONS, default=None,
                     help="numeric precision of mixed-precision loops (default: each profile's 'auto', measured)")
     rp.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
                     help="a notebook parameter (Python literal), e.g. --set seed=1 --set epochs=2; repeatable")
     rp.add_argument("--force", action="store_true",
                     help="re-run notebooks whose results are current (same parameters, unchanged code)")
+    rp.add_argument("--dry-run", action="store_true",
+                    help="paper-shape dry run of --profile paper: random weights, fake paper-shaped data, 1-2 "
+                         f"steps per run, under a CPU 'virtual CUDA'; writes to --results (default {DRY_RUN_ROOT})")
+    rp.add_argument("--real-device", action="store_true",
+                    help="with --dry-run: run on the real device (a CUDA GPU when present) instead of virtual CUDA")
     sub.add_parser("list", help="list the notebooks")
     rd = sub.add_parser("readme", help="refresh README's quoted results from results/ (or --check them)")
     rd.add_argument("--check", action="store_true")
@@ -211,6 +260,11 @@ def main(argv=None) -> int:
     for n in names:
         if n not in NOTEBOOKS:
             ap.error(f"unknown notebook {n!r}; known: {list(NOTEBOOKS)}")
+    if args.real_device and not args.dry_run:
+        ap.error("--real-device needs --dry-run")
+    if args.dry_run:
+        return _dry_runs(ap, args, names)
+    args.results = args.results or str(REPO_ROOT / "results")
     summary = []
     for i, n in enumerate(names, 1):
         t0 = time.time()

@@ -15,16 +15,28 @@ PROFILE_NAMES = ("smoke", "offline", "paper")
 RUNTIME_DEFAULTS = {"precision": "auto", "num_threads": "auto"}
 
 
-def resolve(table: dict[str, dict], profile: str, overrides: dict | None = None, *, notebook: str = "") -> dict:
+def resolve(table: dict[str, dict], profile: str, overrides: dict | None = None, *, notebook: str = "",
+            dry_run_cuts: dict | None = None) -> dict:
     """A deep copy of ``table[profile]`` (plus :data:`RUNTIME_DEFAULTS` where it does not set them) with the
     non-None ``overrides`` applied; unknown keys and profiles fail with the allowed values. The result also
-    carries ``profile``."""
+    carries ``profile``.
+
+    In a paper-shape dry run (:mod:`vpkit.dryrun`) of the ``paper`` profile, ``dry_run_cuts`` (the study's
+    ``DRY_RUN`` table: grids, seeds and dataset lists cut to the fewest points that reach every code path) is
+    applied before the overrides; its keys must be keys of the paper profile."""
     if profile not in PROFILE_NAMES:
         raise ValueError(f"profile={profile!r}; allowed: {PROFILE_NAMES}")
     if set(table) != set(PROFILE_NAMES):
         raise ValueError(f"the profile table of {notebook or 'this study'} must define {PROFILE_NAMES}; "
                          f"it has {sorted(table)}")
     cfg = {**RUNTIME_DEFAULTS, **copy.deepcopy(table[profile])}
+    from .dryrun import active
+
+    if profile == "paper" and dry_run_cuts and active():
+        unknown = sorted(set(dry_run_cuts) - set(cfg))
+        if unknown:
+            raise ValueError(f"the dry-run cuts of {notebook!r} name {unknown}, which its paper profile lacks")
+        cfg.update(copy.deepcopy(dry_run_cuts))
     for k, v in (overrides or {}).items():
         if v is None:
             continue

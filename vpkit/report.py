@@ -169,6 +169,7 @@ class Results:
     def run_info(self, **extra) -> Path:
         """``run.json``: profile, seed, git sha + dirty flag, versions, device, precision, threads and the CPU
         (:func:`vpkit.device.describe`), wall time, config."""
+        from . import dryrun
         from .device import describe
         from .netguard import active
 
@@ -178,6 +179,7 @@ class Results:
         return self.json("run.json", {
             "profile": self.profile, "seed": self.seed, "git": git_state(), "versions": package_versions(),
             **runtime, "platform": platform.platform(), "network_blocked": active(), "wall_time_s": wall,
+            **({"dry_run": True, "virtual_cuda": dryrun.virtual_cuda_active()} if dryrun.active() else {}),
             "config": self.config, **extra})
 
 

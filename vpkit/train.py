@@ -14,9 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import dryrun
 from .device import autocast, precision, resolve_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+class Diverged(FloatingPointError):
+    """A training loss became NaN/inf. Every study catches it the same way: the run scores NaN (its row says
+    ``diverged``) and the notebook goes on; lower the learning rate to avoid it."""
+
 SCHEDULES = ("cosine", "constant")
 
 
@@ -175,11 +182,18 @@ def fit(model: nn.Module, train_loader, *, epochs: int, lr: float, weight_decay:
     scaler = torch.amp.GradScaler(dev.type, enabled=needs_grad_scaler(dev, amp))
     t_start = time.perf_counter()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
+    step_cap = dryrun.MAX_STEPS if dryrun.active() else None  # a paper-shape dry run: 1-2 steps per fit
+    steps_done = 0
     for epoch in range(epochs):
+        if step_cap is not None and steps_done >= step_cap:
+            break
         set_train_mode(model)
         tot_loss = tot_correct = tot_n = 0.0
         t0 = time.perf_counter()
         for x, y in train_loader:
+            if step_cap is not None and steps_done >= step_cap:
+                break
+            steps_done += 1
             x, y = x.to(dev), y.to(dev)
             with autocast(dev, amp):
                 if loss_fn is None:
@@ -196,7 +210,7 @@ def fit(model: nn.Module, train_loader, *, epochs: int, lr: float, weight_decay:
             scaler.update()
             sched.step()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}; lower lr={lr}")
+                raise Diverged(f"loss became {loss.item()} at epoch {epoch}; lower lr={lr}")
             n = len(y)
             tot_loss += loss.item() * n
             tot_correct += (logits.argmax(-1) == y).sum().item()
@@ -224,7 +238,9 @@ def predict(model: Callable, loader, *, device: str = "auto", amp: bool = False)
     if isinstance(model, nn.Module):
         model.to(dev).eval()
     outs, labels = [], []
-    for x, y in loader:
+    for i, (x, y) in enumerate(loader):
+        if dryrun.active() and i >= dryrun.MAX_EVAL_BATCHES:
+            break
         with autocast(dev, amp):
             outs.append(model(x.to(dev)).float().cpu())
         labels.append(y)
@@ -249,7 +265,9 @@ def extract_features(backbone, loader, *, device: str = "auto", progress: bool =
     backbone.model.to(dev).eval()
     feats, labels = [], []
     with torch.no_grad():
-        for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for i, (x, y) in enumerate(tqdm(loader, desc=desc, disable=not progress, leave=False)):
+            if dryrun.active() and i >= dryrun.MAX_EVAL_BATCHES:
+                break
             feats.append(backbone.features(x.to(dev)).float().cpu())
             labels.append(y)
     return torch.cat(feats), torch.cat(labels)

@@ -55,6 +55,9 @@ class TextTokens:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def to(self, device) -> "TextTokens":
+        return TextTokens(self.ids.to(device), self.attention_mask.to(device), self.eot.to(device))
+
     def __getitem__(self, idx) -> "TextTokens":
         return TextTokens(self.ids[idx], self.attention_mask[idx], self.eot[idx])
 
@@ -78,6 +81,11 @@ class VLM(nn.Module):
 
     def train(self, mode: bool = True):  # both towers stay in eval mode whatever the caller does
         return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the towers live (tokens and images are moved here by :meth:`tokenize` / :func:`encode_images`)."""
+        return next(self.parameters()).device
 
     @property
     def token_embedding(self) -> nn.Embedding:
@@ -158,7 +166,7 @@ class OpenClipVLM(VLM):
             texts = [texts]
         ids = self._tokenizer(list(texts), context_length=self.context_length)
         # CLIP's end-of-text token has the largest id in its vocabulary (open_clip pool_type 'argmax').
-        return TextTokens(ids, (ids != 0).long(), ids.argmax(dim=-1))
+        return TextTokens(ids, (ids != 0).long(), ids.argmax(dim=-1)).to(self.device)
 
     def encode_image(self, images, normalize=True):
         return self.model.encode_image(images, normalize=normalize)
@@ -193,9 +201,11 @@ def create_openai_clip(arch: str, pretrained: str | None = "openai"):
 def _open_clip_paper(name: str) -> OpenClipVLM:
     import open_clip
 
+    from .dryrun import active as dry_run
+
     arch = OPENCLIP_ARCHS[name]
     try:
-        model = create_openai_clip(arch, pretrained="openai")
+        model = create_openai_clip(arch, pretrained=None if dry_run() else "openai")
     except Exception as e:  # no network / no cache: one actionable line
         raise assets.AssetError(
             f"cannot load open_clip '{arch}' pretrained='openai' weights ({type(e).__name__}); this needs "
@@ -333,7 +343,7 @@ class OfflineVLM(VLM):
         return self.alignment.log_scale.detach().exp().clamp(max=100.0)
 
     def tokenize(self, texts) -> TextTokens:
-        return self.text_tower.tokenize(texts)
+        return self.text_tower.tokenize(texts).to(self.device)
 
     def image_parts(self, images):
         """Lite0's pooled features and ImageNet logits (frozen towers, differentiable w.r.t. images)."""
@@ -435,14 +445,17 @@ def dark_background(images: torch.Tensor) -> bool:
 @torch.no_grad()
 def encode_images(vlm: VLM, images: torch.Tensor, *, invert: bool = False, batch_size: int = 64,
                   amp: bool = True) -> torch.Tensor:
-    """Normalised image features of uint8 images ``(N, C, H, W)`` (resized/normalised per ``vlm.preprocess``)."""
+    """Normalised image features of uint8 images ``(N, C, H, W)`` (resized/normalised per ``vlm.preprocess``), on
+    the VLM's device."""
     from .data import to_model_input
 
     pp = vlm.preprocess
+    dev = vlm.device
     out = []
-    for i in range(0, len(images), batch_size):
-        x = to_model_input(images[i:i + batch_size], size=pp.img_size, mean=pp.mean, std=pp.std, invert=invert)
-        with autocast(x.device, amp):
+    for i in range(0, len(images), batch_size):  # resized on the model's device
+        x = to_model_input(images[i:i + batch_size].to(dev), size=pp.img_size, mean=pp.mean, std=pp.std,
+                           invert=invert)
+        with autocast(dev, amp):
             out.append(vlm.encode_image(x).float())
     return F.normalize(torch.cat(out), dim=-1)
 
