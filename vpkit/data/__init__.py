@@ -391,6 +391,18 @@ COOP_DATASETS = ("eurosat", "dtd", "flowers102", "oxford_pets", "food101", "calt
 _SPLIT_SEED = 12345  # fixed: the train/test split of single-set datasets never depends on the experiment seed
 
 
+def _center_crop(img, size: int):
+    """PIL image -> shorter side resized to ``size`` (bicubic), centre ``size x size`` crop (CLIP preprocessing)."""
+    from PIL import Image
+
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
 def _targets(ds) -> list[int]:
     """Labels of a torchvision dataset without decoding its images (falls back to iterating)."""
     for attr in ("targets", "_labels", "labels", "y"):
@@ -426,11 +438,14 @@ def torchvision_split_indices(labels, *, test_fraction: float, seed: int = _SPLI
 
 
 def load_torchvision(name: str, split: str = "train", *, root: str | Path = DATA_ROOT, size: int | None = None,
-                     per_class: int | None = None, seed: int = 0, download: bool = True) -> ImageSet:
+                     per_class: int | None = None, seed: int = 0, download: bool = True,
+                     center_crop: bool = False) -> ImageSet:
     """A torchvision dataset split as an in-memory :class:`ImageSet` (``paper`` profile).
 
     Downloads into ``data/`` on first use; without network it fails with one line saying what to do.
-    ``size`` resizes every image to ``size x size`` (needed for datasets of mixed sizes). ``per_class`` keeps
+    ``size`` resizes every image to ``size x size`` (needed for datasets of mixed sizes): squashed, or with
+    ``center_crop`` the shorter side resized to ``size`` (bicubic) then the centre ``size x size`` crop kept, as
+    CLIP's and CoOp's test transform (``Resize(size, BICUBIC)`` + ``CenterCrop(size)``). ``per_class`` keeps
     that many images per class (drawn by ``seed``; the K-shot pool of CoOp) and decodes only those, so a
     16-shot pool of Food101 or SUN397 never holds the whole dataset in memory.
     """
@@ -470,7 +485,7 @@ def load_torchvision(name: str, split: str = "train", *, root: str | Path = DATA
         d, j = where[i]
         img = d[j][0].convert("RGB")
         if size is not None:
-            img = img.resize((size, size))
+            img = _center_crop(img, size) if center_crop else img.resize((size, size))
         images.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
     classes = getattr(sets[0], "classes", None) or getattr(sets[0], "categories", None) or [
         str(i) for i in range(int(labels.max()) + 1)]
