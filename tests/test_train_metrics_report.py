@@ -111,3 +111,11 @@ def test_results_writer_is_complete_and_atomic(tmp_path):
     assert m["headline"]["acc"] is None and m["claims"][0]["holds"] is False
     r = json.loads((tmp_path / "run.json").read_text())
     assert {"git", "versions", "device", "wall_time_s", "profile", "seed"} <= set(r)
+
+
+def test_method_colours_ignore_case_hyphens_and_spaces_and_do_not_clash():
+    from vpkit.plots import METHOD_COLORS, method_color
+
+    assert method_color("partial-2") == method_color("partial_2") == method_color("Partial 2") != method_color("adapter")
+    assert method_color("partial_1") != method_color("partial_2")
+    assert all(k == k.lower().replace("-", "_").replace(" ", "_") for k in METHOD_COLORS)  # canonical keys only

@@ -13,22 +13,25 @@ def _plt():
 
 # One colour per method across every figure of the project (issue 16, item 6). Names are the methods' table names;
 # any other name gets a fixed colour from its hash (never one that depends on the order of a legend).
+# keys in canonical form (lower case, "-" and " " as "_"; see method_color): "partial-2", "Partial 2" and
+# "partial_2" are one method with one colour
 METHOD_COLORS = {
-    "linear": "#4c72b0", "linear_probe": "#4c72b0", "full": "#c44e52", "partial": "#8c8c8c", "partial-1": "#8c8c8c",
-    "partial-2": "#a6a6a6", "bias": "#937860", "bitfit": "#937860", "adapter": "#da8bc3", "side": "#ccb974",
-    "vpt_shallow": "#64b5cd", "vpt-shallow": "#64b5cd", "shallow": "#64b5cd", "vpt_deep": "#dd8452",
-    "vpt-deep": "#dd8452", "deep": "#dd8452", "protuning": "#55a868", "pro-tuning": "#55a868",
-    "zero_shot": "#7f7f7f", "zero-shot": "#7f7f7f", "tp": "#7f7f7f", "tp_zero_shot": "#7f7f7f",
+    "linear": "#4c72b0", "linear_probe": "#4c72b0", "full": "#c44e52", "partial": "#8c8c8c", "partial_1": "#8c8c8c",
+    "partial_2": "#a6a6a6", "bias": "#937860", "bitfit": "#937860", "adapter": "#da8bc3", "side": "#ccb974",
+    "vpt_shallow": "#64b5cd", "shallow": "#64b5cd", "vpt_deep": "#dd8452", "deep": "#dd8452",
+    "protuning": "#55a868", "pro_tuning": "#55a868",
+    "zero_shot": "#7f7f7f", "tp": "#7f7f7f", "tp_zero_shot": "#7f7f7f",
     "coop": "#4c72b0", "cocoop": "#dd8452", "vp_tp": "#dd8452", "vp": "#dd8452",
     "l2p": "#4c72b0", "ft": "#c44e52", "finetune": "#c44e52", "lwf": "#8172b3",
 }
 
 
 def method_color(name: str) -> str:
-    """The project-wide colour of a method (case-insensitive; unknown names: a fixed colour from a CRC of the name)."""
+    """The project-wide colour of a method (case-, hyphen- and space-insensitive: ``"partial-2"`` and ``"partial_2"``
+    are one colour; unknown names: a fixed colour from a CRC of the name)."""
     import zlib
 
-    key = str(name).lower()
+    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
     if key in METHOD_COLORS:
         return METHOD_COLORS[key]
     tab = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",

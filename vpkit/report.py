@@ -291,10 +291,12 @@ def summary_markdown(results_root: str | Path, names: list[str]) -> str:
         m = json.loads(f.read_text())
         claims = m.get("claims", [])
         n = {v: sum(c.get("verdict") == v for c in claims) for v in SUMMARY_VERDICTS}
-        decided = len(claims) - n[None]
-        share = f"{n['inconclusive'] / decided:.0%}" if decided else "–"
+        with_verdict = len(claims) - n[None]
+        share = f"{n['inconclusive'] / with_verdict:.0%}" if with_verdict else "–"
+        run_f = root / name / "run.json"
+        sha = (json.loads(run_f.read_text()).get("git", {}).get("sha") or "?")[:7] if run_f.exists() else "?"
         count_rows.append(f"| {name} | {len(claims)} | " + " | ".join(str(n[v]) for v in SUMMARY_VERDICTS)
-                          + f" | {share} |")
+                          + f" | {share} | {sha} |")
         sections += [f"## {name}", "", f"`results/{name}/metrics.json` (profile `{m.get('profile')}`)", "",
                      claims_markdown(m), ""]
     head = ["# Summary of every claim", "",
@@ -305,7 +307,8 @@ def summary_markdown(results_root: str | Path, names: list[str]) -> str:
             "not yet re-run with per-example outcomes: its `holds` is a bare sign test and should not be cited. "
             "Margins of accuracies are in percentage points.", "",
             "| source | claims | holds | does not hold | inconclusive | not testable here | sign only | "
-            "inconclusive share (of decided) |", "|---|---|---|---|---|---|---|---|", *count_rows, ""]
+            "inconclusive share (of claims with a verdict) | run at commit |", "|---|---|---|---|---|---|---|---|---|",
+            *count_rows, ""]
     return "\n".join(head + sections).rstrip() + "\n"
 
 

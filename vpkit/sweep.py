@@ -159,7 +159,7 @@ def _grid_of(executed: Path) -> dict:
     return nb.get("metadata", {}).get("papermill", {}).get("parameters", {})
 
 
-def collect(name: str, *, results_root: str | Path | None = None, metric: str | None = None):
+def collect(name: str, *, results_root: str | Path | None = None):
     """Every finished point of ``results/sweeps/<name>/``: -> (per-point DataFrame, per-setting DataFrame). The
     per-point table holds the swept parameters, the headline numbers and one column per claim (its verdict). When
     the sweep varies ``seed``, the per-setting table averages each headline number over seeds with its 95%
