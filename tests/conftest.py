@@ -6,6 +6,9 @@ import pytest
 # network guard on: a test that reaches the network fails.
 os.environ["VPKIT_NO_NETWORK"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One torch thread count for every notebook kernel the tests start (vpkit.device.THREADS_ENV), so that the
+# same-seed check compares like with like on a machine whose load changes the measured choice.
+os.environ.setdefault("VPKIT_THREADS", str(min(2, os.cpu_count() or 1)))
 
 import vpkit  # noqa: E402,F401  (activates the guard in this process)
 

@@ -68,7 +68,8 @@ def test_fit_records_the_precision_it_trained_in():
     assert fit(model, batches, epochs=1, lr=0.1, amp=False, progress=False).precision == "fp32"
 
 
-def test_thread_choice():
+def test_thread_choice(monkeypatch):
+    monkeypatch.delenv(device.THREADS_ENV, raising=False)  # measure, as a user's run does
     assert device.choose_threads({1: 1.0, 2: 0.55}) == 2  # an idle 2-core machine
     assert device.choose_threads({1: 0.1, 2: 1.0}) == 1  # oversubscribed: one thread much faster
     assert device.choose_threads({1: 0.95, 2: 1.0}) == 2  # not clearly faster: keep every core
@@ -78,6 +79,15 @@ def test_thread_choice():
                             timer=lambda fn: 1.0 if torch.get_num_threads() == 1 else 5.0)
     assert info["torch_threads"] == 1 and set(info["thread_seconds"]) >= {"1"}
     assert device.configure(precision="fp32", threads=1)["torch_threads"] == 1
+
+
+def test_the_threads_environment_variable_pins_auto_and_is_checked(monkeypatch):
+    monkeypatch.setenv(device.THREADS_ENV, "1")
+    assert device.configure(precision="fp32", threads="auto", timer=lambda fn: 1.0)["torch_threads"] == 1
+    assert "thread_seconds" not in device.describe()  # pinned: nothing measured
+    monkeypatch.setenv(device.THREADS_ENV, "zero")
+    with pytest.raises(ValueError, match=device.THREADS_ENV):
+        device.configure(precision="fp32", threads="auto")
 
 
 @pytest.mark.parametrize("kw, match", [({"precision": "fp16"}, "allowed"), ({"threads": 0}, "threads"),

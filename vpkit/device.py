@@ -31,6 +31,7 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MIN_SPEEDUP = 1.2  # bf16 must be at least this much faster than fp32 on both probes to be chosen
 THREADS_MIN_SPEEDUP = 1.2  # one thread must be this much faster than all of them to be chosen
+THREADS_ENV = "VPKIT_THREADS"  # an int here replaces threads="auto" (tests: one thread count for every run)
 
 _STATE: dict = {"precision": "auto", "measured": {}}
 
@@ -135,12 +136,19 @@ def configure(*, precision: str = "auto", threads: int | str | None = "auto", ve
     with ``verbose``).
 
     ``precision``: ``"auto"`` (measure), ``"fp32"`` or ``"bf16"``. ``threads``: ``"auto"`` (measure), an int,
-    or ``None`` (leave torch's default)."""
+    or ``None`` (leave torch's default). The environment variable :data:`THREADS_ENV` (an int), when set, replaces
+    ``"auto"``: the tests set it so that two runs of one seed use one thread count whatever the machine's load
+    (a measured count can differ between runs on a busy machine, and so can float reductions)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; allowed: {PRECISIONS}")
     if not (threads is None or threads == "auto" or (isinstance(threads, int) and threads >= 1)):
         raise ValueError(f"threads={threads!r}; allowed: 'auto', None or an int >= 1")
     _STATE["precision"], _STATE["measured"] = precision, {}
+    pinned = os.environ.get(THREADS_ENV, "").strip()
+    if threads == "auto" and pinned:
+        if not pinned.isdigit() or int(pinned) < 1:
+            raise ValueError(f"{THREADS_ENV}={pinned!r}; allowed: an int >= 1 (or unset: measure)")
+        threads = int(pinned)
     if threads == "auto":
         secs = measure_threads(timer=timer)
         _STATE["measured"]["thread_seconds"] = {str(k): v for k, v in secs.items()}
