@@ -226,6 +226,8 @@ def main(argv=None) -> int:
     sm.add_argument("--check", action="store_true")
     sm.add_argument("--results", default=str(REPO_ROOT / "results"))
     sub.add_parser("assets", help="convert the offline backbones into the cache and print their checksums")
+    co = sub.add_parser("cost", help="write results/benchmarks/paper_cost.md (the paper profiles' cost table)")
+    co.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "assets":
         from . import assets
@@ -239,6 +241,17 @@ def main(argv=None) -> int:
         for f in sorted(assets.cache_dir().glob("*.sha256")):
             print(f"{f.stem:32s} sha256 {f.read_text().strip()}  ({assets.cache_dir()})")
         return 0
+    if args.cmd == "cost":
+        from .assets import atomic_write_bytes
+        from .studies import COST_FILE, paper_cost_markdown, paper_costs
+
+        new, f = paper_cost_markdown(paper_costs()), REPO_ROOT / COST_FILE
+        stale = not f.exists() or f.read_text() != new
+        if stale and not args.check:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(f, new.encode())
+        print(f"{COST_FILE}: {'out of date' if stale and args.check else 'refreshed' if stale else 'current'}")
+        return 1 if (stale and args.check) else 0
     if args.cmd == "readme":
         from .report import sync_readme
 

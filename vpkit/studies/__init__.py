@@ -34,3 +34,61 @@ def study(name: str):
 def settings(name: str, profile: str, **overrides) -> dict:
     """``study(name).settings(profile, **overrides)``: one notebook's validated settings."""
     return study(name).settings(profile, **overrides)
+
+
+COST_FILE = "results/benchmarks/paper_cost.md"  # README includes it; `python3 -m vpkit cost` regenerates it
+GPU_CHECK_FILE = "results/benchmarks/gpu_check.json"  # written by scripts/gpu_check.sh on a CUDA machine
+
+
+def paper_costs(gpu_check: str | None = None) -> list[dict]:
+    """One row per notebook: its ``paper`` profile's training runs, epochs, training images seen, evaluated
+    images and dominant step kind (each study's ``paper_cost(settings("paper"))``), and GPU-hours where
+    ``gpu_check`` (the report of ``scripts/gpu_check.sh``) measured that step kind: training images seen / measured
+    images per second (evaluation and feature encoding are not counted, so the hours are a lower bound)."""
+    import json
+    from pathlib import Path
+
+    from ..report import REPO_ROOT
+
+    path = Path(gpu_check) if gpu_check else REPO_ROOT / GPU_CHECK_FILE
+    rates, gpu = {}, None
+    if path.exists():
+        rep = json.loads(path.read_text())
+        tp = rep.get("throughput", {})
+        gpu = tp.get("gpu")
+        rates = {r["kind"]: r["images_per_s"] for r in tp.get("rows", []) if r.get("images_per_s")}
+    rows = []
+    for name in STUDIES:
+        mod = study(name)
+        if not hasattr(mod, "paper_cost"):
+            rows.append({"notebook": name, "runs": None, "step_kind": "(no paper_cost yet)"})
+            continue
+        c = mod.paper_cost(mod.settings("paper"))
+        rate = rates.get(c.get("step_kind"))
+        hours = c["train_images_seen"] / rate / 3600 if rate and gpu else None
+        rows.append({"notebook": name, **c, "images_per_s": rate, "gpu": gpu, "gpu_hours": hours})
+    return rows
+
+
+def paper_cost_markdown(rows: list[dict]) -> str:
+    """The README's cost table of the paper profiles (from :func:`paper_costs`)."""
+    def n(v):
+        return "–" if v is None else f"{v:,.0f}" if isinstance(v, (int, float)) else str(v)
+
+    gpu = next((r["gpu"] for r in rows if r.get("gpu")), None)
+    lines = ["| notebook | training runs | epochs (sum over runs) | training images seen | evaluated images | "
+             "dominant step | GPU-hours (training) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        hours = f"{r['gpu_hours']:.1f}" if r.get("gpu_hours") is not None else "not measured yet"
+        lines.append(f"| {r['notebook']} | {n(r.get('runs'))} | {n(r.get('epochs'))} | "
+                     f"{n(r.get('train_images_seen'))} | {n(r.get('eval_images'))} | `{r.get('step_kind')}` | "
+                     f"{hours} |")
+    total = [r["gpu_hours"] for r in rows if r.get("gpu_hours") is not None]
+    lines.append("")
+    lines.append(f"GPU-hours = training images seen / the images per second `scripts/gpu_check.sh` measured for the "
+                 f"step kind on {gpu} (a lower bound: evaluation, feature caching and data loading are not counted); "
+                 f"in all {sum(total):.1f} h over {len(total)} notebooks." if gpu else
+                 "GPU-hours: not measured yet - no CUDA GPU has run `scripts/gpu_check.sh` for this repository; the "
+                 "counts above come from each study's `paper_cost` on its `paper` settings. Run the script on a GPU "
+                 "and then `python3 -m vpkit cost` to fill the column in.")
+    return "\n".join(lines) + "\n"
