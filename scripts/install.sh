@@ -33,5 +33,13 @@ if [ ! -d /usr/share/fonts/truetype/noto ] || ! ls /usr/share/fonts/truetype/not
       || echo "install.sh: fonts-noto-color-emoji not installed (00_vlm emoji claims become not testable; retraining the alignment needs it)"
   fi
 fi
+# The many-style emoji concept corpus (vpkit/data/emoji.py): openly licensed artwork from npm, fetched with
+# `npm pack` into the cache (checksummed; only the concept images are kept; about 10 MB). Needs npm (Debian: npm).
+if command -v npm >/dev/null; then
+  "$PY" -m vpkit.data.emoji --fetch
+else
+  echo "install.sh: npm not found; the emoji concept corpus is not fetched (apt-get install npm, then" \
+       "python3 -m vpkit.data.emoji --fetch); tests/test_emoji.py skips without it"
+fi
 # Convert the offline backbones once into the cache (VPKIT_CACHE, default ~/.cache/vpkit).
 "$PY" -m vpkit assets

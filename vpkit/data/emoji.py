@@ -1,0 +1,244 @@
+"""A many-style concept corpus from emoji artwork on npm: the same object drawn by different artists (issue 15).
+
+Each *concept* is an object-like emoji (animals, plants, food, places, vehicles, activities, objects - not
+flags, symbols, people, smileys, skin-tone or gender variants, keycaps or letters) with its readable name,
+category and subcategory (Unicode's emoji groups, from the package's ``emoji.json``), and one 64 px image per
+*style* that draws it. The styles come from openly licensed packages (``STYLES``); ``NOT_USED`` says why the
+others are not (yet) used.
+
+* :func:`fetch` (run by ``scripts/install.sh``: ``python3 -m vpkit.data.emoji --fetch``) brings one style into the
+  cache with ``npm pack NAME@VERSION``, checks the tarball's SHA-256, and keeps only ``emoji.json``, the licence
+  and the concept images (no sheets, no flags); nothing of it is committed.
+* :func:`concepts` lists the concepts; :func:`load` returns their RGBA images per style;
+  :func:`render_views` composites them deterministically (scale, position, background colour, small rotation)
+  into uint8 RGB views when a protocol needs several images per style.
+* :func:`class_disjoint_split` holds out whole subcategories, so that held-out concepts share neither a name nor an
+  image with the training ones (the split a zero-shot test needs).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import assets
+
+
+@dataclass(frozen=True)
+class StyleSource:
+    package: str
+    version: str
+    sha256: str  # of the npm tarball
+    images: str  # folder of the 64 px PNGs inside the package
+    flag: str  # emoji.json field that says the style draws an emoji
+    licence: str
+
+
+STYLES = {
+    "google": StyleSource("emoji-datasource-google", "16.0.0",
+                          "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438", "img/google/64",
+                          "has_img_google", "Noto Emoji artwork (Google), Apache-2.0; package code MIT"),
+    "twitter": StyleSource("emoji-datasource-twitter", "16.0.0",
+                           "f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877", "img/twitter/64",
+                           "has_img_twitter", "Twemoji artwork (Twitter, Inc. and contributors), CC-BY-4.0; "
+                                              "package code MIT"),
+}
+NOT_USED = {
+    "apple": "emoji-datasource-apple: Apple's artwork has no open licence",
+    "facebook": "emoji-datasource-facebook: Meta's artwork has no open licence",
+    "openmoji": "openmoji 17.0.0 (CC BY-SA 4.0) ships SVG only: needs an SVG rasteriser, not wired yet",
+    "fluentui": "fluentui-emoji 1.3.0 (MIT) ships SVG only: needs an SVG rasteriser, not wired yet",
+}
+CONCEPT_CATEGORIES = ("Animals & Nature", "Food & Drink", "Travel & Places", "Activities", "Objects")
+IMAGE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Concept:
+    name: str  # readable, lower case: "dog face"
+    unified: str  # code points, e.g. "1F436"
+    image: str  # file name in every style folder
+    category: str
+    subcategory: str
+    styles: tuple[str, ...]  # the styles (of STYLES) that draw it
+
+
+def emoji_dir() -> Path:
+    return assets.cache_dir() / "emoji"
+
+
+def style_dir(style: str) -> Path:
+    if style not in STYLES:
+        raise ValueError(f"unknown emoji style={style!r}; known: {sorted(STYLES)} (not used: {NOT_USED})")
+    return emoji_dir() / f"{style}-{STYLES[style].version}"
+
+
+def is_concept(e: dict) -> bool:
+    """Object-like emoji only: the concept categories, one code point sequence without skin tone / gender / ZWJ."""
+    name = (e.get("name") or "").lower()
+    return (e.get("category") in CONCEPT_CATEGORIES and "200d" not in e["unified"].lower()
+            and not any(w in name.split() for w in ("man", "woman", "person", "men", "women", "people"))
+            and "keycap" not in name)
+
+
+def fetch(style: str, *, npm: str = "npm") -> Path:
+    """Bring ``style`` into the cache (once): ``npm pack``, SHA-256 check, keep ``emoji.json``, the licence and the
+    concept images. Returns the style folder."""
+    out = style_dir(style)
+    if (out / "emoji.json").exists():
+        return out
+    src = STYLES[style]
+    spec = f"{src.package}@{src.version}"
+    if shutil.which(npm) is None:
+        raise assets.AssetError(f"npm not found: install it (Debian: apt-get install npm), then run "
+                                f"'python3 -m vpkit.data.emoji --fetch {style}' (fetches {spec})")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            subprocess.run([npm, "pack", spec, "--pack-destination", tmp, "--silent"], check=True,
+                           capture_output=True, text=True, timeout=600)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            raise assets.AssetError(f"'npm pack {spec}' failed ({type(e).__name__}); the npm registry must be "
+                                    f"reachable - then run 'python3 -m vpkit.data.emoji --fetch {style}'") from None
+        tgz = next(Path(tmp).glob("*.tgz"))
+        digest = assets.sha256_file(tgz)
+        if digest != src.sha256:
+            raise assets.AssetError(f"{tgz.name}: sha256 {digest} != expected {src.sha256}")
+        emoji_dir().mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=emoji_dir(), prefix=".staging-"))
+        try:
+            with tarfile.open(tgz) as tar:
+                meta = json.load(tar.extractfile("package/emoji.json"))
+                keep = {e["image"] for e in meta if is_concept(e) and e.get(src.flag)}
+                (staging / "emoji.json").write_text(json.dumps(meta))
+                lic = tar.extractfile("package/LICENSE")
+                (staging / "LICENSE").write_bytes(lic.read() if lic else b"")
+                (staging / "SOURCE").write_text(f"{spec} sha256 {digest}\nartwork licence: {src.licence}\n")
+                (staging / "img").mkdir()
+                prefix = f"package/{src.images}/"
+                for m in tar.getmembers():
+                    if m.isfile() and m.name.startswith(prefix) and m.name[len(prefix):] in keep:
+                        (staging / "img" / m.name[len(prefix):]).write_bytes(tar.extractfile(m).read())
+            staging.rename(out)  # atomic: a half-fetched style is never seen
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _require(style: str) -> Path:
+    d = style_dir(style)
+    if not (d / "emoji.json").exists():
+        raise assets.AssetError(f"emoji style {style!r} is not in the cache ({d}); run 'bash scripts/install.sh' or "
+                                f"'python3 -m vpkit.data.emoji --fetch {style}'")
+    return d
+
+
+def concepts(styles: tuple[str, ...] = tuple(STYLES)) -> list[Concept]:
+    """Every concept drawn by at least one of ``styles`` (which must be fetched), in the package's sort order."""
+    metas = {s: json.loads((_require(s) / "emoji.json").read_text()) for s in styles}
+    first = metas[styles[0]]
+    out = []
+    for e in sorted(first, key=lambda e: e.get("sort_order", 0)):
+        if not is_concept(e):
+            continue
+        have = tuple(s for s in styles if e.get(STYLES[s].flag) and (style_dir(s) / "img" / e["image"]).exists())
+        if have:
+            out.append(Concept(" ".join(e["name"].lower().replace("_", " ").split()), e["unified"], e["image"],
+                               e["category"], e["subcategory"], have))
+    return out
+
+
+def load_rgba(concept: Concept, style: str) -> np.ndarray:
+    """The 64 px RGBA image (uint8, H x W x 4) of ``concept`` in ``style``."""
+    from PIL import Image
+
+    with Image.open(_require(style) / "img" / concept.image) as im:
+        return np.asarray(im.convert("RGBA").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)).copy()
+
+
+def image_hash(rgba: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rgba).tobytes()).hexdigest()
+
+
+def render_views(rgba: np.ndarray, *, n: int, seed: int, size: int = IMAGE_SIZE,
+                 scale: tuple[float, float] = (0.6, 1.0), max_rotation: float = 15.0, plain_first: bool = True):
+    """``n`` uint8 RGB views ``(n, 3, size, size)`` of one RGBA image: random scale, position, background colour and
+    rotation (within ``max_rotation`` degrees) from ``seed``; with ``plain_first`` view 0 is the image itself on
+    white. Deterministic: the same (image, seed) gives the same views."""
+    from PIL import Image
+
+    if n < 1:
+        raise ValueError(f"n={n} must be >= 1")
+    g = np.random.default_rng(seed)
+    src = Image.fromarray(rgba, "RGBA")
+    views = []
+    for i in range(n):
+        if i == 0 and plain_first:
+            s, angle, bg, dx, dy = 1.0, 0.0, (255, 255, 255), 0.0, 0.0
+        else:
+            s = g.uniform(*scale)
+            angle = g.uniform(-max_rotation, max_rotation)
+            bg = tuple(int(v) for v in g.integers(0, 256, 3))
+            dx, dy = g.uniform(-1, 1, 2)
+        side = max(1, int(round(size * s)))
+        im = src.resize((side, side), Image.BICUBIC).rotate(angle, resample=Image.BICUBIC, expand=False)
+        canvas = Image.new("RGBA", (size, size), bg + (255,))
+        room = size - side
+        x, y = int(round(room / 2 * (1 + dx))), int(round(room / 2 * (1 + dy)))
+        canvas.alpha_composite(im, (x, y))
+        views.append(np.asarray(canvas.convert("RGB")).transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(views).copy())
+
+
+def class_disjoint_split(items: list[Concept], *, held_out_fraction: float = 0.3, seed: int = 0):
+    """``(train, held_out)`` concept lists holding out whole subcategories (drawn by ``seed`` within each category,
+    about ``held_out_fraction`` of each category's subcategories, at least one where a category has two or more),
+    so no held-out concept shares a subcategory, a name or an image with a training one."""
+    if not 0 < held_out_fraction < 1:
+        raise ValueError(f"held_out_fraction={held_out_fraction} must be in (0, 1)")
+    g = np.random.default_rng(seed)
+    held = set()
+    for cat in sorted({c.category for c in items}):
+        subs = sorted({c.subcategory for c in items if c.category == cat})
+        if len(subs) < 2:
+            continue
+        k = max(1, int(math.floor(held_out_fraction * len(subs) + 0.5)))
+        held.update((cat, s) for s in g.choice(subs, size=min(k, len(subs) - 1), replace=False))
+    train = [c for c in items if (c.category, c.subcategory) not in held]
+    test = [c for c in items if (c.category, c.subcategory) in held]
+    return train, test
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python3 -m vpkit.data.emoji", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fetch", nargs="*", metavar="STYLE", help=f"styles to fetch (default: all of {list(STYLES)})")
+    args = ap.parse_args(argv)
+    for s in (args.fetch or list(STYLES)) if args.fetch is not None else []:
+        try:
+            d = fetch(s)
+        except (assets.AssetError, ValueError) as e:
+            print(f"emoji {s}: {e}")
+            return 1
+        print(f"emoji {s}: {len(list((d / 'img').glob('*.png')))} concept images in {d}")
+    if args.fetch is None:
+        for s in STYLES:
+            d = style_dir(s)
+            print(f"{s:10s} {'fetched' if (d / 'emoji.json').exists() else 'missing'}  {STYLES[s].licence}")
+        for s, why in NOT_USED.items():
+            print(f"{s:10s} not used: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
