@@ -255,7 +255,8 @@ def fewshot_draws(labels, *, shots, fewshot_seeds: int, seed: int, classes: int)
     labels = torch.as_tensor(labels)
     draws = {k: [few_shot_indices(labels, k, seed=seed + s, num_classes=classes) for s in range(fewshot_seeds)]
              for k in shots}
-    union = torch.unique(torch.cat([i for v in draws.values() for i in v])) if shots else torch.zeros(0, dtype=torch.long)
+    picked = [i for v in draws.values() for i in v]
+    union = torch.unique(torch.cat(picked)) if picked else torch.zeros(0, dtype=torch.long)
     pos = torch.full((len(labels),), -1, dtype=torch.long)
     pos[union] = torch.arange(len(union))
     return union, {k: [pos[i] for i in v] for k, v in draws.items()}
@@ -321,7 +322,8 @@ def run_probes(cfg: dict, *, seed: int, progress: bool = True):
         chance[ds_name] = 1.0 / pool.num_classes
         common = dict(shots=cfg["shots"], fewshot_seeds=cfg["fewshot_seeds"], seed=seed, classes=pool.num_classes)
         fs_set = draws = None
-        if cfg.get("fewshot_from", "train1000") == "pool" and cfg["shots"]:  # K per class from the whole training split (CLIP Fig. 6)
+        # paper: K per class from the whole training split (CLIP Fig. 6); offline: from the n_train images
+        if cfg.get("fewshot_from", "train1000") == "pool" and cfg["shots"]:
             union, draws = fewshot_draws(pool.labels, **common)
             fs_set = pool.subset(union)
 

@@ -71,7 +71,8 @@ DRY_RUN = dict(datasets=["cifar10", "digits"], n_train=10, n_test=4, shots=[1], 
 
 # Hand-written zero-shot templates per paper dataset: the official CoOp zero-shot baseline's (trainers/zsclip.py,
 # CUSTOM_TEMPLATES), used by 00_vlm's paper profile; CIFAR and the offline sets keep :data:`ZERO_SHOT_TEMPLATES`.
-PAPER_TEMPLATES = {"oxford_pets": ("a photo of a {}, a type of pet.",), "flowers102": ("a photo of a {}, a type of flower.",),
+PAPER_TEMPLATES = {"oxford_pets": ("a photo of a {}, a type of pet.",),
+                   "flowers102": ("a photo of a {}, a type of flower.",),
                    "dtd": ("{} texture.",), "eurosat": ("a centered satellite photo of {}.",)}
 
 PAPER_DEVIATIONS = [
@@ -136,7 +137,7 @@ def paper_cost(cfg: dict) -> dict:
     texts += -(-1000 // cfg["vocab_stride"]) + 10  # about 1000 ImageNet lemmas (strided) + the Fashion-MNIST names
     return {"training_runs": 0, "training_epochs": 0, "training_images_seen": 0, "evaluated_images": images,
             "evaluated_images_per_dataset": per_ds, "encoded_texts": texts, "linear_probe_fits_cpu": fits,
-            "step_kind": f"{cfg['vlm'].replace('_', '')}_224_image_encode"}
+            "step_kind": f"{cfg['vlm'].replace('clip_vit_', 'clip_vit')}_224_image_encode"}  # clip_vitb16_224_..
 
 
 # ----------------------------------------------------------------------------------------------------------
