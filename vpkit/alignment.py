@@ -165,15 +165,17 @@ def with_grey(imgs: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def text_features(text_tower: V.MiniLMText, texts: list[str], *, batch_size: int = 256,
                   context_length: int = 64) -> torch.Tensor:
-    """Frozen MiniLM sentence embeddings (L2-normalised); texts sorted by length, padded per batch."""
+    """Frozen MiniLM sentence embeddings (L2-normalised, on the CPU); texts sorted by length, padded per batch and
+    run on the text tower's device."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out = torch.empty(len(texts), text_tower.width)
     emb = text_tower.bert.embeddings.word_embeddings
+    dev = emb.weight.device
     for i in range(0, len(texts), batch_size):
         idx = order[i:i + batch_size]
         enc = text_tower.tokenizer([texts[j] for j in idx], padding=True, truncation=True,
                                    max_length=context_length, return_tensors="pt")
-        out[idx] = text_tower(emb(enc["input_ids"]), enc["attention_mask"])
+        out[idx] = text_tower(emb(enc["input_ids"].to(dev)), enc["attention_mask"].to(dev)).cpu()
     return out
 
 
@@ -190,16 +192,18 @@ def grouped_text_features(text_tower: V.MiniLMText, groups: list[list[str]]) -> 
 
 @torch.no_grad()
 def image_parts(backbone, images: torch.Tensor, *, img_size: int, batch_size: int = 64):
-    """Lite0 pooled features and ImageNet logits of uint8 images (fp32, frozen)."""
+    """Lite0 pooled features and ImageNet logits of uint8 images (fp32, frozen; run on the model's device, returned
+    on the CPU)."""
     from .data import to_model_input
 
     feats, logits = [], []
     m = backbone.model
+    dev = next(m.parameters()).device
     for i in range(0, len(images), batch_size):
-        x = to_model_input(images[i:i + batch_size], size=img_size, mean=backbone.mean, std=backbone.std)
+        x = to_model_input(images[i:i + batch_size].to(dev), size=img_size, mean=backbone.mean, std=backbone.std)
         f = m.forward_head(m.forward_features(x), pre_logits=True)
-        feats.append(f)
-        logits.append(m.classifier(f))
+        feats.append(f.cpu())
+        logits.append(m.classifier(f).cpu())
     return torch.cat(feats), torch.cat(logits)
 
 
