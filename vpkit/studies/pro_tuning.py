@@ -463,6 +463,62 @@ def accuracy_table(results, settings, methods=None):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# What the paper profile costs (the lead turns these counts into GPU-hours with measured step times)
+# ----------------------------------------------------------------------------------------------------------
+
+# torchvision's CIFAR: training images per class, test images per class, classes
+PAPER_SPLITS = {"cifar10": (5000, 1000, 10), "cifar100": (500, 100, 100)}
+
+
+def paper_cost(cfg: dict) -> dict:
+    """Training runs, epochs (sum over runs), training images seen (sum over runs of epochs x training-set size),
+    evaluated images and the dominant step kind of a run of this notebook with settings ``cfg`` (a ``paper``
+    profile, :func:`settings`), computed from ``cfg``: lr selection (every candidate of every method with more
+    than one), the method x setting x seed grid, the corruption benchmark and the ViT check. ``parts`` breaks the
+    totals down by step kind."""
+    from ..data.shift import CORRUPTIONS, SEVERITIES, long_tail_counts
+
+    if cfg["dataset"] not in PAPER_SPLITS:
+        raise ValueError(f"paper_cost needs a paper dataset, not {cfg['dataset']!r}; known: {sorted(PAPER_SPLITS)}")
+    per_train, per_test, C = PAPER_SPLITS[cfg["dataset"]]
+    rest = per_train - cfg["val_per_class"]  # the pool the learning rates are chosen on
+    final = per_train if cfg["train_on_full_pool"] else rest
+
+    def set_size(pool_per_class: int, ir: float) -> int:  # as train_sets_for draws it
+        if ir == 1:
+            return C * (cfg["balanced_per_class"] or pool_per_class)
+        return sum(long_tail_counts(cfg["n_max"] or pool_per_class, C, ir))
+
+    epochs, seeds = int(cfg["epochs"]), int(cfg["n_seeds"])
+    val_n, test_n = C * cfg["val_per_class"], C * (cfg["test_per_class"] or per_test)
+    base_n = C * (cfg["corruption_per_class"] or per_test)
+    cells = len(cfg["corruptions"] or CORRUPTIONS) * len(SEVERITIES)
+    select_n = set_size(rest, cfg["settings"][cfg["corruption_setting"]])
+
+    def part(step_kind, methods, lrs, settings, *, corruption: bool) -> dict:
+        trials = sum(len(lrs[m]) for m in methods if len(lrs[m]) > 1)
+        grid = seeds * len(settings) * len(methods)
+        seen = trials * epochs * select_n + seeds * len(methods) * epochs * sum(set_size(final, ir)
+                                                                              for ir in settings.values())
+        evaluated = trials * val_n + grid * test_n
+        if corruption:
+            evaluated += seeds * len(methods) * base_n * (1 + cells)
+        return {"step_kind": step_kind, "runs": trials + grid, "epochs": (trials + grid) * epochs,
+                "train_images_seen": seen, "eval_images": evaluated}
+
+    arch = cfg["backbone"].split("_")[0]  # resnet50_tv -> resnet50: the step shape, not the checkpoint
+    parts = [part(f"{arch}_{cfg['img_size']}_protuning_train", cfg["methods"], cfg["lrs"], cfg["settings"],
+                  corruption=True)]
+    if cfg["vit_methods"]:
+        vs = cfg["vit_setting"]
+        parts.append(part(f"{cfg['vit_backbone']}_{cfg['vit_img_size']}_protuning_train", cfg["vit_methods"],
+                          cfg["vit_lrs"] or cfg["lrs"], {vs: cfg["settings"][vs]}, corruption=False))
+    total = {k: sum(p[k] for p in parts) for k in ("runs", "epochs", "train_images_seen", "eval_images")}
+    dominant = max(parts, key=lambda p: p["train_images_seen"])["step_kind"]
+    return {**total, "step_kind": dominant, "dataset": cfg["dataset"], "backbone": cfg["backbone"], "parts": parts}
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Parameter counts at the paper's scale
 # ----------------------------------------------------------------------------------------------------------
 
