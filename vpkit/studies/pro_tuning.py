@@ -977,6 +977,9 @@ def scale_text(cfg: dict, *, seeds, train_sets: dict, val: ImageSet, test: Image
     sizes = ", ".join(f"{k} {len(v)} images" for k, v in train_sets.items())
     steps = {k: cfg["epochs"] * -(-len(v) // cfg["batch_size"]) for k, v in train_sets.items()}
     grid = {m: len(v) for m, v in cfg["lrs"].items() if m in cfg["methods"]}
+
+    def per_class(n):  # None: the dataset's whole test set
+        return "the whole test set" if n is None else f"{n} per class, balanced"
     return "\n".join([
         f"**This run (profile `{cfg['profile']}`)**: dataset `{cfg['dataset']}`, backbone `{backbone.name}` at "
         f"{backbone.img_size} px; {len(seeds)} seeds ({', '.join(map(str, seeds))}) for every trained comparison "
@@ -987,12 +990,14 @@ def scale_text(cfg: dict, *, seeds, train_sets: dict, val: ImageSet, test: Image
         f"({', '.join(f'{k} {v}' for k, v in steps.items())} optimizer steps);",
         f"- learning rate per method chosen from {_count_range(grid.values())} candidates (a factor of about 3 "
         "apart) by accuracy on a validation "
-        f"split of {len(val)} images held out of the training pool (disjoint from every training set), after training "
-        f"on the balanced set of the first seed; the chosen rate is used in every setting and seed;",
-        f"- test set: {len(test)} images ({cfg['test_per_class']} per class, balanced);",
+        f"split of {len(val)} images held out of the training pool ("
+        + ("disjoint from the set the rates are chosen with; the final runs then train on the whole training set, "
+           "these images included" if cfg.get("train_on_full_pool") else "disjoint from every training set")
+        + "), after training on the balanced set of the first seed; the chosen rate is used in every setting and seed;",
+        f"- test set: {len(test)} images ({per_class(cfg['test_per_class'])});",
         f"- corruption benchmark: {len(suite.keys)} cells ({len(dict.fromkeys(k[0] for k in suite.keys))} types x "
         f"{len(dict.fromkeys(k[1] for k in suite.keys))} severities) of {suite.block} test images each "
-        f"({cfg['corruption_per_class']} per class; {len(suite.images)} corrupted images), models trained on "
+        f"({per_class(cfg['corruption_per_class'])}; {len(suite.images)} corrupted images), models trained on "
         f"`{cfg['corruption_setting']}`;",
         f"- ViT check: `{cfg['vit_backbone']}` at {cfg['vit_img_size']} px on `{cfg['vit_setting']}` with "
         f"{', '.join(cfg['vit_methods']) or 'no methods'}.",
