@@ -202,6 +202,9 @@ _CROSS_DEVICE = {torch.Tensor.copy_, torch.Tensor.__setstate__, torch.Tensor.__r
                  torch.Tensor.__deepcopy__, torch._has_compatible_shallow_copy_type, torch.Tensor.data.__set__,
                  torch.Tensor.grad.__set__, torch.Tensor.set_}
 _INDEXING = {torch.Tensor.__getitem__}  # CUDA accepts CPU index tensors (the key is not checked)
+# ops whose later arguments are not checked: a deepcopy's memo dict holds every tensor copied so far (scanning it
+# made copying a model quadratic in its tensors: 30 s for a ResNet-101)
+_FIRST_ARG_ONLY = _INDEXING | {torch.Tensor.__deepcopy__}
 
 
 def _name(func) -> str:
@@ -237,7 +240,7 @@ class VirtualCuda(TorchFunctionMode):
                 or func is torch.Tensor.new_full or func is torch.Tensor.new_tensor:
             if "device" not in kwargs:
                 to_cuda = is_tagged(args[0])
-        ins = _tensors(args if func not in _INDEXING else args[:1], [])
+        ins = _tensors(args if func not in _FIRST_ARG_ONLY else args[:1], [])
         _tensors(kwargs, ins)
         tagged = [t for t in ins if is_tagged(t)]
         if tagged and func not in _CROSS_DEVICE:

@@ -135,9 +135,16 @@ def prompt_stages(model: nn.Module, kind: str, num_stages: int | None = None) ->
     raise TypeError(f"cannot find the stages of {type(model).__name__} (expected layer1..4 or blocks)")
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    """Where ``module``'s parameters live (the CPU for a module without any)."""
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def stage_channels(model: nn.Module, kind: str, names: list[str], img_size: int) -> list[int]:
-    """Channel count of each named stage's output (ViT: the embedding dim), from one dummy forward pass."""
+    """Channel count of each named stage's output (ViT: the embedding dim), from one dummy forward pass on the
+    model's device."""
     if kind == "vit":
         return [int(model.embed_dim)] * len(names)
     mods = dict(model.named_modules())
@@ -147,7 +154,7 @@ def stage_channels(model: nn.Module, kind: str, names: list[str], img_size: int)
     was_training = model.training
     model.eval()
     try:
-        model.forward_features(torch.zeros(1, 3, img_size, img_size))
+        model.forward_features(torch.zeros(1, 3, img_size, img_size, device=_device_of(model)))
     finally:
         for h in hooks:
             h.remove()
@@ -275,11 +282,12 @@ class SideTuningModel(nn.Module):
 @torch.no_grad()
 def prompt_maps(model: ProTuningModel, x: torch.Tensor) -> list[dict]:
     """For each stage: the feature map ``x_i``, the prompt ``P_i(x_i)`` and their relative size
-    ``||P_i|| / ||x_i||`` on images ``x`` (what a prompt block adds to the frozen features)."""
+    ``||P_i|| / ||x_i||`` on images ``x`` (what a prompt block adds to the frozen features). ``x`` is moved to the
+    model's device; the recorded maps come back on the CPU."""
     model.eval()
     model.record, model.recorded = True, {}
     try:
-        model(x)
+        model(x.to(_device_of(model)))
     finally:
         model.record = False
     out = []

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data import ImageSet
 from ..data.shift import CORRUPTION_FAMILY, CorruptionSuite
@@ -40,12 +41,14 @@ PROFILES = {
     "smoke": dict(dataset="digits", backbone="efficientnet_lite0", img_size=32,
                   methods=["linear", "full", "protuning"],
                   settings={"balanced": 1, "lt100": 100}, n_max=8, balanced_per_class=2, n_seeds=2,
-                  test_per_class=2, val_per_class=1, epochs=1, batch_size=16, weight_decay=1e-4, amp=True,
-                  train_amp=False, lrs={"linear": [1e-2], "full": [1e-3], "protuning": [3e-3, 1e-2]},
+                  test_per_class=2, val_per_class=1, train_on_full_pool=False, epochs=1, batch_size=16,
+                  eval_batch_size=128, optimizer="adamw", weight_decay=1e-4, amp=True, train_amp=False,
+                  lrs={"linear": [1e-2], "full": [1e-3], "protuning": [3e-3, 1e-2]},
                   param_archs={"resnet50": 10, "deit_base_patch16_224": 120},
                   reduction=3, blend="add", corruption_setting="balanced",
                   corruptions=["gaussian_noise", "contrast"], corruption_per_class=1,
-                  vit_backbone="vit_s14_dinov2", vit_img_size=28, vit_methods=["linear", "protuning"],
+                  vit_backbone="vit_s14_dinov2", vit_img_size=28, vit_optimizer="adamw", vit_lrs=None,
+                  vit_methods=["linear", "protuning"],
                   vit_setting="lt100",
                   vit_num_stages=4),
     # offline: 3 seeds; test 100 per class (1,000 images), validation 30 per class (300), corruption benchmark on
@@ -53,34 +56,97 @@ PROFILES = {
     "offline": dict(dataset="fashion_mnist", backbone="efficientnet_lite0", img_size=64,
                     methods=["linear", "full", "partial_1", "partial_2", "bias", "adapter", "side", "protuning"],
                     settings={"balanced": 1, "lt50": 50, "lt100": 100}, n_max=100, balanced_per_class=20,
-                    n_seeds=3, test_per_class=100, val_per_class=30, epochs=3, batch_size=8, weight_decay=1e-4,
-                    amp=True, train_amp=False,
+                    n_seeds=3, test_per_class=100, val_per_class=30, train_on_full_pool=False, epochs=3,
+                    batch_size=8, eval_batch_size=128, optimizer="adamw", weight_decay=1e-4, amp=True,
+                    train_amp=False,
                     lrs={"linear": [1e-3, 3e-3, 1e-2, 3e-2], "full": [1e-4, 3e-4, 1e-3, 3e-3],
                          "partial_1": [1e-3, 3e-3, 1e-2, 3e-2], "partial_2": [3e-4, 1e-3, 3e-3, 1e-2],
                          "bias": [1e-3, 3e-3, 1e-2, 3e-2], "adapter": [3e-4, 1e-3, 3e-3, 1e-2],
                          "side": [1e-3, 3e-3, 1e-2, 3e-2], "protuning": [3e-4, 1e-3, 3e-3, 1e-2]},
                     reduction=3, blend="add", corruption_setting="balanced", corruptions=None,
-                    corruption_per_class=10, vit_backbone="vit_s14_dinov2", vit_img_size=56,
+                    corruption_per_class=10, vit_backbone="vit_s14_dinov2", vit_img_size=56, vit_optimizer="adamw",
+                    vit_lrs=None,
                     param_archs={"resnet50": 10, "resnet101": 100, "deit_base_patch16_224": 120},
                     vit_methods=["linear", "protuning"], vit_setting="lt100", vit_num_stages=4),
-    "paper": dict(dataset="cifar10", backbone="resnet50", img_size=224,
+    # paper: Nie et al.'s long-tail setting (the claim checked: CIFAR-100-LT IR 100 on ResNet-101), on the paper's
+    # data: the whole CIFAR-100 training set (balanced) and the CIFAR-LT sets of IR 50 / 100 drawn from it
+    # (n_max = 500, Cao et al.'s exponential profile), the whole test set, ImageNet-1k ResNet-101 (torchvision
+    # weights via timm) at 224 px, and the ViT check on DeiT-B (the paper's transformer). The CIFAR-10 / ResNet-50
+    # experiment of the paper (CIFAR-10-LT and its CIFAR-10-C claim) is the same notebook with
+    # ``--set dataset=cifar10 --set backbone=resnet50_tv`` (into its own results folder).
+    # Deviations that stay (also printed by the notebook, PAPER_DEVIATIONS): the paper's full text (optimiser, lr,
+    # epochs, batch, augmentation) could not be reached from this machine, so SGD (momentum 0.9, cosine) for the
+    # CNNs and AdamW for DeiT-B, 100 epochs, batch 128 and wd 1e-4 are the common transfer recipe, not checked
+    # against the paper; learning rates are chosen per method on a validation split (50 per class held out of the
+    # training set; the final runs then train on the whole training set, validation images included); 3 seeds;
+    # 13 of CIFAR-C's 15 corruption types, re-implemented (vpkit.data.shift), on our models' test images; no
+    # training augmentation; the ViT check runs on CIFAR-100-LT100, not on Stanford Dogs (not in torchvision).
+    "paper": dict(dataset="cifar100", backbone="resnet101", img_size=224,
                   methods=["linear", "full", "partial_1", "partial_2", "bias", "adapter", "side", "protuning"],
-                  settings={"balanced": 1, "lt50": 50, "lt100": 100}, n_max=5000, balanced_per_class=5000,
-                  n_seeds=3, test_per_class=1000, val_per_class=100, epochs=100, batch_size=128,
-                  weight_decay=1e-4, amp=True, train_amp=True,
-                  lrs={"linear": [3e-3, 1e-2, 3e-2], "full": [1e-4, 3e-4, 1e-3], "partial_1": [3e-4, 1e-3, 3e-3],
-                       "partial_2": [3e-4, 1e-3, 3e-3], "bias": [1e-3, 3e-3, 1e-2], "adapter": [1e-3, 3e-3, 1e-2],
-                       "side": [1e-3, 3e-3, 1e-2], "protuning": [1e-3, 3e-3, 1e-2]},
+                  settings={"balanced": 1, "lt50": 50, "lt100": 100}, n_max=None, balanced_per_class=None,
+                  n_seeds=3, test_per_class=None, val_per_class=50, train_on_full_pool=True, epochs=100,
+                  batch_size=128, eval_batch_size=256, optimizer="sgd", weight_decay=1e-4, amp=True, train_amp=True,
+                  lrs={"linear": [3e-2, 1e-1, 3e-1], "full": [3e-3, 1e-2, 3e-2], "partial_1": [3e-3, 1e-2, 3e-2],
+                       "partial_2": [3e-3, 1e-2, 3e-2], "bias": [1e-2, 3e-2, 1e-1], "adapter": [1e-2, 3e-2, 1e-1],
+                       "side": [1e-2, 3e-2, 1e-1], "protuning": [1e-2, 3e-2, 1e-1]},
                   reduction=3, blend="add", corruption_setting="balanced", corruptions=None,
-                  corruption_per_class=1000, vit_backbone="vit_b16_in21k", vit_img_size=224,
+                  corruption_per_class=None, vit_backbone="deit_b16", vit_img_size=224, vit_optimizer="adamw",
+                  vit_lrs={"linear": [1e-3, 3e-3, 1e-2], "full": [1e-5, 3e-5, 1e-4], "protuning": [3e-4, 1e-3, 3e-3]},
                   param_archs={"resnet50": 10, "resnet101": 100, "deit_base_patch16_224": 120},
                   vit_methods=["linear", "full", "protuning"], vit_setting="lt100", vit_num_stages=4),
 }
 
 
+# The paper-shape dry run (``replicate pro_tuning --profile paper --dry-run``): the paper profile as it is (dataset,
+# ResNet-101 / DeiT-B at 224 px, 100 classes, every method, the SGD / AdamW optimisers, lr selection, long tail and
+# balanced, corruptions, the ViT check), cut to the fewest points that reach every code path: one seed, one
+# long-tailed setting (lt50 runs the same code as lt100), one lr candidate per method except linear probing's two
+# (so the selection trains, on the cheapest method), one corruption type (5 severities; the types differ only in
+# CPU image code, covered by the unit tests), one validation image per class.
+DRY_RUN = dict(
+    n_seeds=1, settings={"balanced": 1, "lt100": 100}, val_per_class=1,
+    batch_size=2, eval_batch_size=1,  # dry-run cuts: 2 images per step, 1 per prediction batch, at 224 px
+    lrs={"linear": [3e-2, 1e-1], "full": [1e-2], "partial_1": [1e-2], "partial_2": [1e-2], "bias": [3e-2],
+         "adapter": [3e-2], "side": [3e-2], "protuning": [3e-2]},
+    vit_lrs={"linear": [1e-3, 3e-3], "full": [3e-5], "protuning": [1e-3]},
+    corruptions=["gaussian_noise"],
+)
+
+# What the paper profile still does differently from the paper (the notebook prints this list).
+PAPER_DEVIATIONS = [
+    "**Hyper-parameters not checked against the paper**: its full text (optimiser, learning rate, epochs, batch "
+    "size, augmentation) could not be reached from this machine and no official code exists. The profile uses the "
+    "common transfer recipe: SGD with momentum 0.9 and a cosine schedule for the CNNs, AdamW for DeiT-B, 100 "
+    "epochs, batch 128, weight decay 1e-4, no training augmentation (images resized from 32 to 224 px).",
+    "**Learning rates are chosen per method** from 3 candidates on a validation split (50 images per class held "
+    "out of the training set, after training on the rest); the final runs train on the whole training set.",
+    "**Seeds**: every comparison over 3 seeds (a seed draws the long-tailed subsets, the data order and the head "
+    "init); the paper reports single numbers.",
+    "**One dataset and backbone per run**: the default is the paper's checked long-tail setting, CIFAR-100(-LT) on "
+    "ResNet-101; the paper's CIFAR-10(-LT, -C) experiment on ResNet-50 is `--set dataset=cifar10 --set "
+    "backbone=resnet50_tv` into its own results folder. The checkpoints are timm's torchvision ImageNet-1k weights "
+    "(`resnet101.tv_in1k`, `resnet50.tv_in1k`; the paper does not name its checkpoint here).",
+    "**Corruptions**: 13 of CIFAR-10-C's 15 types (no snow, frost), re-implemented in torch "
+    "(`vpkit.data.shift`), applied to the clean test set of the run's dataset, not the released CIFAR-10-C files.",
+    "**Generic data**: the paper's generic-objects claim is on Stanford Dogs with DeiT-B (not in torchvision); here "
+    "the balanced CIFAR training set stands in, and the ViT check runs DeiT-B on the run's `vit_setting`.",
+    "**Baselines** are our implementations (adapter, side tuning, partial-k, BitFit), trained with the same loop.",
+]
+
+
 def settings(profile: str, **overrides) -> dict:
-    """Notebook 03_pro_tuning's settings under ``profile`` (:data:`PROFILES`), with non-None ``overrides`` checked."""
-    return resolve(PROFILES, profile, overrides, notebook="pro_tuning")
+    """Notebook 03_pro_tuning's settings under ``profile`` (:data:`PROFILES`), with non-None ``overrides`` checked
+    (a paper-shape dry run of ``paper`` applies :data:`DRY_RUN` first)."""
+    return resolve(PROFILES, profile, overrides, notebook="pro_tuning", dry_run_cuts=DRY_RUN)
+
+
+def deviations_text(cfg: dict) -> str:
+    """Markdown: the deviations of the ``paper`` profile from the paper (:data:`PAPER_DEVIATIONS`); for the other
+    profiles a pointer to the scale-down text."""
+    head = ("**Paper profile: deviations from the paper**" if cfg.get("profile") == "paper" else
+            f"**Profile `{cfg.get('profile')}`** is a scaled-down stand-in (see below); the `paper` profile's "
+            "remaining deviations from the paper are:")
+    return "\n".join([head, ""] + [f"- {d}" for d in PAPER_DEVIATIONS])
 
 
 def run_seeds(cfg: dict, seed: int) -> list[int]:
@@ -97,10 +163,21 @@ def run_seeds(cfg: dict, seed: int) -> list[int]:
 
 def corruption_correct(model, suite: CorruptionSuite, backbone, *, batch_size: int = 128, amp: bool = True):
     """Per-example correct flags of ``model`` on ``suite``: a bool tensor ``(cells, images)``, row ``j`` the
-    (corruption, severity) block ``suite.keys[j]``, column ``i`` the ``i``-th image of the base test set."""
+    (corruption, severity) block ``suite.keys[j]``, column ``i`` the ``i``-th image of the base test set.
+
+    One prediction pass over every cell; in a paper-shape dry run (:mod:`vpkit.dryrun`, which stops every pass
+    after a few batches) one pass per cell instead, so that every cell keeps its first images."""
+    from .. import dryrun
     from ..data import loader_for
     from ..train import predict
 
+    if dryrun.active():
+        rows = []
+        for j in range(len(suite.keys)):
+            cell = suite.images.subset(torch.arange(j * suite.block, (j + 1) * suite.block))
+            logits, y = predict(model, loader_for(cell, backbone, batch_size=batch_size), amp=amp)
+            rows.append(logits.argmax(-1) == y)
+        return torch.stack(rows)
     logits, y = predict(model, loader_for(suite.images, backbone, batch_size=batch_size), amp=amp)
     return (logits.argmax(-1) == y).view(len(suite.keys), suite.block)
 
@@ -117,23 +194,29 @@ def corruption_accuracy(model, suite: CorruptionSuite, backbone, *, batch_size: 
 def fit_and_evaluate(method: str, backbone, train_ds: ImageSet, test_sets: dict[str, ImageSet], *,
                      num_classes: int, epochs: int, lr: float, batch_size: int = 32, seed: int = 0,
                      weight_decay: float = 1e-4, optimizer: str = "adamw", amp: bool = True,
-                     train_amp: bool | None = None, method_kwargs: dict | None = None, progress: bool = False):
+                     train_amp: bool | None = None, method_kwargs: dict | None = None, eval_batch_size: int = 128,
+                     progress: bool = False):
     """Build ``method`` on a copy of ``backbone``, train it on ``train_ds`` with :func:`vpkit.train.fit`
-    (cross-entropy), and return ``(Method, History, {test name: accuracy})``.
+    (cross-entropy, ``optimizer``), and return ``(Method, History, {test name: accuracy})``.
 
     ``amp`` is for evaluation, ``train_amp`` (default: ``amp``) for training: on CPU bf16 speeds up inference
-    but not the backward pass of small depthwise convolutions."""
+    but not the backward pass of small depthwise convolutions. A run whose loss diverges
+    (:class:`vpkit.train.Diverged`) returns ``History`` None and NaN accuracies: it scores NaN and the caller goes
+    on (the convention of every study)."""
     from ..data import loader_for
     from ..methods import build_method
-    from ..train import evaluate, fit, seed_everything
+    from ..train import Diverged, evaluate, fit, seed_everything
 
     seed_everything(seed)
     m = build_method(method, backbone, num_classes, **(method_kwargs or {}))
-    hist = fit(m.model, loader_for(train_ds, backbone, batch_size=batch_size, shuffle=True, seed=seed),
-               epochs=epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
-               amp=amp if train_amp is None else train_amp,
-               progress=progress, desc=f"{method}/{train_ds.name}")
-    accs = {k: evaluate(m.model, loader_for(v, backbone, batch_size=128), amp=amp)["acc"]
+    try:
+        hist = fit(m.model, loader_for(train_ds, backbone, batch_size=batch_size, shuffle=True, seed=seed),
+                   epochs=epochs, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
+                   amp=amp if train_amp is None else train_amp,
+                   progress=progress, desc=f"{method}/{train_ds.name}")
+    except Diverged:
+        return m, None, {k: float("nan") for k in test_sets}
+    accs = {k: evaluate(m.model, loader_for(v, backbone, batch_size=eval_batch_size), amp=amp)["acc"]
             for k, v in test_sets.items()}
     return m, hist, accs
 
@@ -148,14 +231,39 @@ def dataset_pair(name: str, *, size: int | None = 32) -> tuple[ImageSet, ImageSe
     return load_torchvision(name, "train", size=size), load_torchvision(name, "test", size=size)
 
 
-def train_sets_for(pool: ImageSet, settings: dict, *, seed: int, n_max: int, balanced_per_class: int) -> dict:
+def train_sets_for(pool: ImageSet, settings: dict, *, seed: int, n_max: int | None,
+                   balanced_per_class: int | None) -> dict:
     """The training set of every setting (name -> imbalance ratio; 1 = balanced) drawn from ``pool`` by ``seed``:
-    balanced ``balanced_per_class`` per class, or long-tailed from ``n_max`` images in the head class."""
+    balanced ``balanced_per_class`` per class, or long-tailed from ``n_max`` images in the head class. ``None``
+    takes every image the smallest class of ``pool`` has (the whole CIFAR training set, and CIFAR-LT's n_max =
+    500 / 5,000 for CIFAR-100 / CIFAR-10)."""
     from ..data import shift
 
+    full = min(shift.class_counts(pool))
+    n_max = full if n_max is None else n_max
+    balanced_per_class = full if balanced_per_class is None else balanced_per_class
     return {name: (shift.balanced(pool, per_class=balanced_per_class, seed=seed) if ir == 1 else
                    shift.long_tailed(pool, imbalance_ratio=ir, n_max=n_max, seed=seed))
             for name, ir in settings.items()}
+
+
+def per_class_subset(ds: ImageSet, per_class: int | None, *, seed: int) -> ImageSet:
+    """``per_class`` images of every class of ``ds`` drawn by ``seed`` (:func:`vpkit.data.shift.balanced`), or all
+    of ``ds`` for ``None`` (the paper's whole test set)."""
+    from ..data import shift
+
+    return ds if per_class is None else shift.balanced(ds, per_class=per_class, seed=seed)
+
+
+def selection_set(cfg: dict, rest: ImageSet, first_sets: dict, *, seed: int) -> ImageSet:
+    """The training set the learning rates are chosen with: the first seed's ``corruption_setting`` set, drawn from
+    ``rest`` (the pool without the validation split). With ``train_on_full_pool`` the final runs' sets are drawn
+    from the whole pool, so this one is drawn again from ``rest``, leaving the validation images out of it."""
+    name = cfg["corruption_setting"]
+    if not cfg["train_on_full_pool"]:
+        return first_sets[name]
+    return train_sets_for(rest, {name: cfg["settings"][name]}, seed=seed, n_max=cfg["n_max"],
+                          balanced_per_class=cfg["balanced_per_class"])[name]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -164,10 +272,12 @@ def train_sets_for(pool: ImageSet, settings: dict, *, seed: int, n_max: int, bal
 
 def select_lrs(methods, backbone, train_ds: ImageSet, val: ImageSet, *, lrs: dict, num_classes: int, epochs: int,
                batch_size: int, seed: int, weight_decay: float, amp: bool, train_amp: bool | None = None,
-               method_kwargs: dict | None = None, progress: bool = True):
+               method_kwargs: dict | None = None, optimizer: str = "adamw", eval_batch_size: int = 128,
+               progress: bool = True):
     """Per method, the learning rate of ``lrs[method]`` (a list) with the best accuracy on ``val`` (a held-out
     validation split, never the test set) after training on ``train_ds`` -> ({method: lr}, rows of every trial).
-    A single candidate is taken without training."""
+    A single candidate is taken without training; a diverged trial scores NaN and is never chosen (unless every
+    candidate diverged: then the first one)."""
     from tqdm.auto import tqdm
 
     missing = [m for m in methods if not lrs.get(m)]
@@ -179,10 +289,16 @@ def select_lrs(methods, backbone, train_ds: ImageSet, val: ImageSet, *, lrs: dic
     for m, lr in tqdm(jobs, desc="lr selection", disable=not progress):
         _, hist, accs = fit_and_evaluate(m, backbone, train_ds, {"val": val}, num_classes=num_classes, epochs=epochs,
                                          lr=lr, batch_size=batch_size, seed=seed, weight_decay=weight_decay, amp=amp,
-                                         train_amp=train_amp, method_kwargs=(method_kwargs or {}).get(m))
-        rows.append({"method": m, "lr": lr, "val_acc": accs["val"], "final_train_loss": hist.loss[-1]})
+                                         train_amp=train_amp, method_kwargs=(method_kwargs or {}).get(m),
+                                         optimizer=optimizer, eval_batch_size=eval_batch_size)
+        rows.append({"method": m, "lr": lr, "val_acc": accs["val"],
+                     "final_train_loss": float("nan") if hist is None else hist.loss[-1], "diverged": hist is None})
+
+    def score(r):  # NaN (diverged) ranks below every finite accuracy
+        acc, loss = r["val_acc"], r["final_train_loss"]
+        return (acc if acc == acc else -np.inf, -loss if loss == loss else -np.inf)
     for m in {r["method"] for r in rows}:
-        best = max((r for r in rows if r["method"] == m), key=lambda r: (r["val_acc"], -r["final_train_loss"]))
+        best = max((r for r in rows if r["method"] == m), key=score)
         chosen[m] = best["lr"]
     return {m: chosen[m] for m in methods}, rows
 
@@ -195,11 +311,13 @@ def outcome_key(method: str, dataset: str, seed: int) -> str:
 def run_methods(methods, backbone, train_sets: dict[str, ImageSet], test: ImageSet, *, num_classes: int, lrs: dict,
                 epochs: int, batch_size: int, seed: int, weight_decay: float, amp: bool, train_amp: bool | None = None,
                 method_kwargs: dict | None = None, keep_setting: str | None = None, key_prefix: str = "",
-                progress: bool = True):
+                optimizer: str = "adamw", eval_batch_size: int = 128, progress: bool = True):
     """Train every method on every training set with one ``seed`` and test it -> (rows, models of ``keep_setting``
     by method name, per-example correct flags by :func:`outcome_key`). ``lrs[method]`` is the learning rate;
     ``method_kwargs[method]`` extra builder arguments (e.g. Pro-Tuning's reduction and blend); ``key_prefix``
-    is put before the method name in the outcome keys (e.g. ``"vit_"``)."""
+    is put before the method name in the outcome keys (e.g. ``"vit_"``). A run that diverges
+    (:class:`vpkit.train.Diverged`) gets a row with NaN accuracy and ``diverged`` True, no outcomes (its claims
+    become not testable) and no kept model; the other runs go on."""
     import time
 
     from tqdm.auto import tqdm
@@ -217,15 +335,22 @@ def run_methods(methods, backbone, train_sets: dict[str, ImageSet], test: ImageS
         train_ds = train_sets[setting]
         m, hist, _ = fit_and_evaluate(name, backbone, train_ds, {}, num_classes=num_classes, epochs=epochs,
                                       lr=lrs[name], batch_size=batch_size, seed=seed, weight_decay=weight_decay,
-                                      amp=amp, train_amp=train_amp, method_kwargs=(method_kwargs or {}).get(name))
-        ev = evaluate(m.model, loader_for(test, backbone, batch_size=128), amp=amp)
-        outcomes[outcome_key(key_prefix + name, setting, seed)] = ev["correct"]
+                                      amp=amp, train_amp=train_amp, method_kwargs=(method_kwargs or {}).get(name),
+                                      optimizer=optimizer, eval_batch_size=eval_batch_size)
+        nan = float("nan")
+        if hist is None:  # diverged: scores NaN, no outcomes, not kept; the grid goes on
+            ev = {"acc": nan, "n": len(test)}
+        else:
+            ev = evaluate(m.model, loader_for(test, backbone, batch_size=eval_batch_size), amp=amp)
+            outcomes[outcome_key(key_prefix + name, setting, seed)] = ev["correct"]
         rows.append({"backbone": backbone.name, "setting": setting, "method": name, "seed": seed, "acc": ev["acc"],
                      "test_images": ev["n"], "lr": lrs[name], "trainable_params": m.report.trainable,
                      "percent_of_backbone": m.report.percent_of_backbone, "train_images": len(train_ds),
-                     "final_train_loss": hist.loss[-1], "train_images_per_s": hist.throughput,
-                     "train_precision": hist.precision, "seconds": time.perf_counter() - t0})
-        if setting == keep_setting:
+                     "final_train_loss": nan if hist is None else hist.loss[-1],
+                     "train_images_per_s": nan if hist is None else hist.throughput,
+                     "train_precision": "" if hist is None else hist.precision, "seconds": time.perf_counter() - t0,
+                     "diverged": hist is None})
+        if setting == keep_setting and hist is not None:
             kept[name] = m
     return rows, kept, outcomes
 
@@ -260,7 +385,8 @@ def run_grid(methods, backbone, pool: ImageSet, test: ImageSet, *, seeds: list[i
     return g
 
 
-def corruption_tables(kept: dict, test: ImageSet, suite: CorruptionSuite, backbone, *, amp: bool = True):
+def corruption_tables(kept: dict, test: ImageSet, suite: CorruptionSuite, backbone, *, amp: bool = True,
+                      batch_size: int = 128):
     """Clean and per-(corruption, severity) accuracy of every model of every seed (``kept[seed][method]``) ->
     (long rows with a seed column, per-example outcomes). Outcomes: ``method/corruption/seed`` a bool
     ``(cells, images)`` array (:func:`corruption_correct`), ``method/corruption_clean/seed`` the clean flags of
@@ -273,8 +399,8 @@ def corruption_tables(kept: dict, test: ImageSet, suite: CorruptionSuite, backbo
     rows, outcomes = [], {}
     for s, models in kept.items():
         for name, m in models.items():
-            clean = evaluate(m.model, loader_for(test, backbone, batch_size=128), amp=amp)
-            flags = corruption_correct(m.model, suite, backbone, amp=amp)
+            clean = evaluate(m.model, loader_for(test, backbone, batch_size=batch_size), amp=amp)
+            flags = corruption_correct(m.model, suite, backbone, batch_size=batch_size, amp=amp)
             outcomes[outcome_key(name, "corruption_clean", s)] = clean["correct"]
             outcomes[outcome_key(name, "corruption", s)] = flags
             acc = flags.float().mean(1)
@@ -334,6 +460,62 @@ def accuracy_table(results, settings, methods=None):
             r[s], r[f"{s} ±"] = a.mean(), (hi - lo) / 2
         rows.append(r)
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the paper profile costs (the lead turns these counts into GPU-hours with measured step times)
+# ----------------------------------------------------------------------------------------------------------
+
+# torchvision's CIFAR: training images per class, test images per class, classes
+PAPER_SPLITS = {"cifar10": (5000, 1000, 10), "cifar100": (500, 100, 100)}
+
+
+def paper_cost(cfg: dict) -> dict:
+    """Training runs, epochs (sum over runs), training images seen (sum over runs of epochs x training-set size),
+    evaluated images and the dominant step kind of a run of this notebook with settings ``cfg`` (a ``paper``
+    profile, :func:`settings`), computed from ``cfg``: lr selection (every candidate of every method with more
+    than one), the method x setting x seed grid, the corruption benchmark and the ViT check. ``parts`` breaks the
+    totals down by step kind."""
+    from ..data.shift import CORRUPTIONS, SEVERITIES, long_tail_counts
+
+    if cfg["dataset"] not in PAPER_SPLITS:
+        raise ValueError(f"paper_cost needs a paper dataset, not {cfg['dataset']!r}; known: {sorted(PAPER_SPLITS)}")
+    per_train, per_test, C = PAPER_SPLITS[cfg["dataset"]]
+    rest = per_train - cfg["val_per_class"]  # the pool the learning rates are chosen on
+    final = per_train if cfg["train_on_full_pool"] else rest
+
+    def set_size(pool_per_class: int, ir: float) -> int:  # as train_sets_for draws it
+        if ir == 1:
+            return C * (cfg["balanced_per_class"] or pool_per_class)
+        return sum(long_tail_counts(cfg["n_max"] or pool_per_class, C, ir))
+
+    epochs, seeds = int(cfg["epochs"]), int(cfg["n_seeds"])
+    val_n, test_n = C * cfg["val_per_class"], C * (cfg["test_per_class"] or per_test)
+    base_n = C * (cfg["corruption_per_class"] or per_test)
+    cells = len(cfg["corruptions"] or CORRUPTIONS) * len(SEVERITIES)
+    select_n = set_size(rest, cfg["settings"][cfg["corruption_setting"]])
+
+    def part(step_kind, methods, lrs, settings, *, corruption: bool) -> dict:
+        trials = sum(len(lrs[m]) for m in methods if len(lrs[m]) > 1)
+        grid = seeds * len(settings) * len(methods)
+        seen = trials * epochs * select_n + seeds * len(methods) * epochs * sum(set_size(final, ir)
+                                                                              for ir in settings.values())
+        evaluated = trials * val_n + grid * test_n
+        if corruption:
+            evaluated += seeds * len(methods) * base_n * (1 + cells)
+        return {"step_kind": step_kind, "runs": trials + grid, "epochs": (trials + grid) * epochs,
+                "train_images_seen": seen, "eval_images": evaluated}
+
+    arch = cfg["backbone"].split("_")[0]  # resnet50_tv -> resnet50: the step shape, not the checkpoint
+    parts = [part(f"{arch}_{cfg['img_size']}_protuning_train", cfg["methods"], cfg["lrs"], cfg["settings"],
+                  corruption=True)]
+    if cfg["vit_methods"]:
+        vs = cfg["vit_setting"]
+        parts.append(part(f"{cfg['vit_backbone']}_{cfg['vit_img_size']}_protuning_train", cfg["vit_methods"],
+                          cfg["vit_lrs"] or cfg["lrs"], {vs: cfg["settings"][vs]}, corruption=False))
+    total = {k: sum(p[k] for p in parts) for k in ("runs", "epochs", "train_images_seen", "eval_images")}
+    dominant = max(parts, key=lambda p: p["train_images_seen"])["step_kind"]
+    return {**total, "step_kind": dominant, "dataset": cfg["dataset"], "backbone": cfg["backbone"], "parts": parts}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -795,6 +977,9 @@ def scale_text(cfg: dict, *, seeds, train_sets: dict, val: ImageSet, test: Image
     sizes = ", ".join(f"{k} {len(v)} images" for k, v in train_sets.items())
     steps = {k: cfg["epochs"] * -(-len(v) // cfg["batch_size"]) for k, v in train_sets.items()}
     grid = {m: len(v) for m, v in cfg["lrs"].items() if m in cfg["methods"]}
+
+    def per_class(n):  # None: the dataset's whole test set
+        return "the whole test set" if n is None else f"{n} per class, balanced"
     return "\n".join([
         f"**This run (profile `{cfg['profile']}`)**: dataset `{cfg['dataset']}`, backbone `{backbone.name}` at "
         f"{backbone.img_size} px; {len(seeds)} seeds ({', '.join(map(str, seeds))}) for every trained comparison "
@@ -805,12 +990,14 @@ def scale_text(cfg: dict, *, seeds, train_sets: dict, val: ImageSet, test: Image
         f"({', '.join(f'{k} {v}' for k, v in steps.items())} optimizer steps);",
         f"- learning rate per method chosen from {_count_range(grid.values())} candidates (a factor of about 3 "
         "apart) by accuracy on a validation "
-        f"split of {len(val)} images held out of the training pool (disjoint from every training set), after training "
-        f"on the balanced set of the first seed; the chosen rate is used in every setting and seed;",
-        f"- test set: {len(test)} images ({cfg['test_per_class']} per class, balanced);",
+        f"split of {len(val)} images held out of the training pool ("
+        + ("disjoint from the set the rates are chosen with; the final runs then train on the whole training set, "
+           "these images included" if cfg.get("train_on_full_pool") else "disjoint from every training set")
+        + "), after training on the balanced set of the first seed; the chosen rate is used in every setting and seed;",
+        f"- test set: {len(test)} images ({per_class(cfg['test_per_class'])});",
         f"- corruption benchmark: {len(suite.keys)} cells ({len(dict.fromkeys(k[0] for k in suite.keys))} types x "
         f"{len(dict.fromkeys(k[1] for k in suite.keys))} severities) of {suite.block} test images each "
-        f"({cfg['corruption_per_class']} per class; {len(suite.images)} corrupted images), models trained on "
+        f"({per_class(cfg['corruption_per_class'])}; {len(suite.images)} corrupted images), models trained on "
         f"`{cfg['corruption_setting']}`;",
         f"- ViT check: `{cfg['vit_backbone']}` at {cfg['vit_img_size']} px on `{cfg['vit_setting']}` with "
         f"{', '.join(cfg['vit_methods']) or 'no methods'}.",
