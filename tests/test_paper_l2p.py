@@ -49,7 +49,7 @@ def test_dry_run_cuts_apply_only_in_a_dry_run_and_keep_every_variant():
     with dryrun.dry_run():
         cut = study.settings("paper")
         off = study.settings("offline")
-    assert cut["seeds"] == [0] and cut["tasks_run"] == 2 and cut["batch_size"] == 2 and cut["gen_lwf_weights"] == [1.0]
+    assert cut["seeds"] == [0] and cut["tasks_run"] == 2 and cut["batch_size"] == 1 and cut["gen_lwf_weights"] == [1.0]
     assert off == study.settings("offline")  # no cut outside the paper profile
     # what a dry run may not cut: sizes, architecture, classes, optimiser, methods
     for k in ("backbone", "img_size", "dataset", "num_tasks", "lr", "epochs", "pool_size", "length", "top_k",

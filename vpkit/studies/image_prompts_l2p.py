@@ -93,9 +93,10 @@ _INIT_CLASS_IDS = (0, 11, 47, 49, 6, 20, 43, 62, 26, 13)
 # Paper-shape dry run (vpkit.dryrun): every variant (each prompt form, init, generator, LwF and the bounds) and the
 # LwF-on-the-generator kind kept; cut to one training seed, one generator-LwF weight, the first two tasks of the
 # 10 x 10 split (task 1: no old classes; task 2: LwF, the masks over seen classes, the generator LwF, forgetting)
-# and, as dry-run cuts, training and test batches of 2 (fit stops after 2 steps, each test after 2 batches).
+# and, as dry-run cuts, training batches of 1 and test batches of 2 (fit stops after 2 steps, each test after 2
+# batches; a ViT-B/16 pass costs ~0.4 CPU-s an image, so images, not steps, set the dry run's time).
 DRY_RUN = dict(seeds=[0], single_seed=[], gen_lwf_weights=[1.0], tasks_run=2,
-               batch_size=2, eval_batch_size=2,  # dry-run cuts (paper: 16 and 16); a dry run tests 2 batches a task
+               batch_size=1, eval_batch_size=2,  # dry-run cuts (paper: 16 and 16)
                init_classes=[f"cifar100 class {i}" for i in _INIT_CLASS_IDS])
 
 
