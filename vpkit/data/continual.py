@@ -83,6 +83,23 @@ class Batch:
         return len(self.images)
 
 
+def resize_center_crop(images: torch.Tensor, *, size: int, crop_pct: float) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float [0, 1] (N, 3, size, size): the shorter side resized to ``int(size / crop_pct)``
+    (bicubic, aspect kept), then the centre ``size x size`` crop - torchvision's ``Resize(int(size / crop_pct),
+    BICUBIC)`` + ``CenterCrop(size)``, the L2P test transform (256 -> 224 px)."""
+    import torch.nn.functional as F
+
+    h, w = images.shape[-2:]
+    short = int(size / crop_pct)
+    nh, nw = (short, max(short, int(short * w / h))) if h <= w else (max(short, int(short * h / w)), short)
+    x = images.float().div(255.0)
+    x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=max(h, w) > max(nh, nw))
+    x = x.clamp_(0, 1)  # bicubic overshoots; PIL clips to [0, 255]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    x = x[..., top:top + size, left:left + size]
+    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
 def images_of(x) -> torch.Tensor:
     return x.images if isinstance(x, Batch) else x
 
@@ -93,11 +110,21 @@ class BatchLoader:
 
     ``normalize=False`` feeds [0, 1] images (the official L2P inputs); ``augment=True`` applies
     :func:`vpkit.data.random_resized_crop_flip` per image (seeded by ``(seed, epoch)``), which cached tensors
-    cannot follow, so it refuses ``query`` / ``teacher``."""
+    cannot follow, so it refuses ``query`` / ``teacher``. ``crop_pct`` (un-augmented batches only) is the official
+    test transform, ``Resize(size / crop_pct, bicubic)`` + ``CenterCrop(size)`` (l2p-pytorch ``datasets.py``:
+    256 -> 224 px, ``crop_pct = 224 / 256``); ``None`` resizes straight to ``size`` (the offline profile).
+
+    ``device`` (default ``"auto"``, as :class:`vpkit.data.Loader`): where each uint8 batch is sent before it is
+    resized, cropped and normalised, so a GPU does that work; images come out there, the cached rows and the labels
+    stay on the CPU (``Batch.to`` / ``fit`` move them)."""
 
     def __init__(self, ds: ImageSet, *, batch_size: int, size: int, mean, std, shuffle: bool = False,
                  seed: int = 0, query: torch.Tensor | None = None, teacher: torch.Tensor | None = None,
-                 normalize: bool = True, augment: bool = False):
+                 normalize: bool = True, augment: bool = False, crop_pct: float | None = None, device="auto"):
+        from ..device import resolve_device
+
+        if crop_pct is not None and not 0 < crop_pct <= 1:
+            raise ValueError(f"crop_pct={crop_pct} must be in (0, 1] (or None: resize straight to size)")
         for name, t in (("query", query), ("teacher", teacher)):
             if t is not None and len(t) != len(ds):
                 raise ValueError(f"{name} has {len(t)} rows for {len(ds)} images")
@@ -106,13 +133,18 @@ class BatchLoader:
                                  f"values; pass {name}=None")
         self.ds, self.batch_size, self.size, self.mean, self.std = ds, batch_size, size, mean, std
         self.shuffle, self.seed, self.query, self.teacher = shuffle, seed, query, teacher
-        self.normalize, self.augment = normalize, augment
+        self.normalize, self.augment, self.crop_pct = normalize, augment, crop_pct
+        self.device = resolve_device(device)
         self._epoch = 0
 
     def _inputs(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        images = images.to(self.device)
         if self.augment:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 10_007 + step)
             x = random_resized_crop_flip(images, size=self.size, generator=g)
+            return normalize(x, self.mean, self.std) if self.normalize else x
+        if self.crop_pct is not None:
+            x = resize_center_crop(images, size=self.size, crop_pct=self.crop_pct)
             return normalize(x, self.mean, self.std) if self.normalize else x
         if not self.normalize:
             return to_model_input(images, size=self.size, mean=(0.0,) * 3, std=(1.0,) * 3)

@@ -279,8 +279,9 @@ class L2PModel(nn.Module):
             if cfg.key_init == "query":
                 if init_images is None or len(init_images) != cfg.pool_size:
                     raise ValueError("key_init='query' needs init_images (one per prompt)")
-                with torch.no_grad():
-                    self.pool.key.copy_(self.query(init_images))
+                with torch.no_grad():  # the body may already sit on a GPU (a shared backbone moved by a cache)
+                    dev = next(self.body.parameters()).device
+                    self.pool.key.copy_(self.query(init_images.to(dev)))
         self.shared = nn.Parameter(torch.empty(cfg.shared_length, d).uniform_(-1, 1)) if cfg.shared_length else None
         self.generator = None
         if cfg.generator == "vae":

@@ -36,13 +36,34 @@ from ..prompts.l2p import L2PConfig, L2PModel, select_top_k
 # order, initialisation images) of every variant a claim compares; the class order and the image subsets come from
 # the notebook's ``seed`` and are the same for every run, so all runs are tested on the same images (paired).
 # ``single_seed``: descriptive runs (no claim reads them) trained on the first seed only, to stay in the budget.
+# ``tasks_run``: train and test only the first that many tasks of the split (None: all; a dry-run cut).
+# ``eval_crop_pct``: un-augmented inputs resized to size / crop_pct then centre-cropped (None: straight resize).
+# ``eval_batch_size``: test batches (batch-wise selection votes within a test batch).
+#
+# Paper (L2P, Split CIFAR-100 10 x 10), as the official PyTorch port JH-LEE-KR/l2p-pytorch (configs/cifar100_l2p.py,
+# train_cifar100_l2p.sh: one GPU) and google-research/l2p: ViT-B/16 ImageNet-21k (the port loads
+# imagenet21k/ViT-B_16.npz = timm vit_base_patch16_224.orig_in21k), frozen; Adam (0.9, 0.999), constant lr
+# 0.03 * batch / 256 = 0.001875 at batch 16, no weight decay, gradients clipped to norm 1, 5 epochs per task, the
+# optimiser re-created for each task; pool M=10, length L=5, top-N=5, batch-wise selection (train and test), CLS
+# query of the frozen model on the same (augmented) view, keys and prompts uniform(-1, 1), pull coefficient 0.1,
+# head on the mean of the prompt tokens, train-time mask of the other tasks' logits; classes in their natural order;
+# inputs in [0, 1] (no mean/std), RandomResizedCrop(224, scale 0.05-1, ratio 3/4-4/3) + flip for training,
+# Resize(256, bicubic) + CenterCrop(224) for testing, test batches of 16. Deviations that remain (also in the
+# notebook's "Paper profile: deviations" cell): mixed precision (amp=True: fp16 + GradScaler or bf16 on a GPU; the
+# port trains in fp32); three training seeds (0, 1, 2) instead of the port's one (seed 42); each task's test set in
+# one fixed permutation instead of CIFAR's file order (both interleave the classes; only batch-wise selection can
+# tell); resizing on tensors (torch bilinear / bicubic) instead of PIL; the bounds (seq_ft / lwf / joint) train
+# L2P's prompt budget (one N*L-token prompt + head), not the L2P paper's fine-tuned ViT; LwF weight 1, temperature
+# 2 (the L2P paper does not give its LwF settings); the project's variants (image prompts, generators, LwF on the
+# generator) have no official code: their sizes (gen_size 32, init classes below) are ours.
 PROFILES = {
     "smoke": dict(backbone="vit_s14_dinov2", img_size=14, dataset="fashion_mnist", num_tasks=2, split_seed=None,
                   shuffle_classes=True, normalize=True, augment=False, n_train_per_class=1, n_test_per_class=1,
                   epochs=1, batch_size=8, lr=0.01, amp=False,
                   pool_size=10, length=1, top_k=2, pull_coeff=0.1, selection="per_sample", lwf_weight=1.0,
                   gen_lwf_weights=[1.0], gen_size=28, init_classes=None, variants=None, seeds=[0, 1],
-                  single_seed=["joint", "l2p_image_init_keys"]),
+                  single_seed=["joint", "l2p_image_init_keys"], tasks_run=None, eval_crop_pct=None,
+                  eval_batch_size=16),
     "offline": dict(backbone="vit_s14_dinov2", img_size=56, dataset="fashion_mnist", num_tasks=5,
                     split_seed=None, shuffle_classes=True, normalize=True, augment=False, n_train_per_class=20,
                     n_test_per_class=40, epochs=5, batch_size=8,
@@ -52,7 +73,8 @@ PROFILES = {
                     variants=["seq_ft", "lwf", "joint", "l2p", "l2p_image_init", "l2p_image_init_keys",
                               "l2p_patch_embed", "vae_gen", "cls_gen", "vae_gen_pool", "vae_gen_pool_lwf1",
                               "vae_gen_pool_lwf10"],
-                    seeds=[0, 1, 2], single_seed=["joint", "l2p_image_init_keys"]),
+                    seeds=[0, 1, 2], single_seed=["joint", "l2p_image_init_keys"], tasks_run=None,
+                    eval_crop_pct=None, eval_batch_size=16),
     "paper": dict(backbone="vit_b16_in21k", img_size=224, dataset="cifar100", num_tasks=10, split_seed=42,
                   shuffle_classes=False,  # official: classes in their natural order
                   normalize=False, augment=True,  # official: [0, 1] inputs, RandomResizedCrop + flip
@@ -60,16 +82,93 @@ PROFILES = {
                   amp=True, pool_size=10, length=5, top_k=5, pull_coeff=0.1, selection="batch",
                   lwf_weight=1.0, gen_lwf_weights=[0.1, 1.0, 10.0], gen_size=32,
                   init_classes=["apple", "boy", "maple tree", "mountain", "bee", "chair", "lion", "poppy",
-                                "crab", "bus"], variants=None, seeds=[0, 1, 2], single_seed=[]),
+                                "crab", "bus"], variants=None, seeds=[0, 1, 2], single_seed=[],
+                  tasks_run=None, eval_crop_pct=224 / 256, eval_batch_size=16),
 }
+
+# CIFAR-100 class ids of the paper profile's init classes (apple, boy, maple tree, mountain, bee, chair, lion, poppy,
+# crab, bus): a dry run's fake CIFAR-100 names its classes "cifar100 class <id>"
+_INIT_CLASS_IDS = (0, 11, 47, 49, 6, 20, 43, 62, 26, 13)
+
+# Paper-shape dry run (vpkit.dryrun): every variant (each prompt form, init, generator, LwF and the bounds) and the
+# LwF-on-the-generator kind kept; cut to one training seed, one generator-LwF weight, the first two tasks of the
+# 10 x 10 split (task 1: no old classes; task 2: LwF, the masks over seen classes, the generator LwF, forgetting)
+# and, as dry-run cuts, training batches of 1 and test batches of 2 (fit stops after 2 steps, each test after 2
+# batches; a ViT-B/16 pass costs ~0.4 CPU-s an image, so images, not steps, set the dry run's time).
+DRY_RUN = dict(seeds=[0], single_seed=[], gen_lwf_weights=[1.0], tasks_run=2,
+               batch_size=1, eval_batch_size=2,  # dry-run cuts (paper: 16 and 16)
+               init_classes=[f"cifar100 class {i}" for i in _INIT_CLASS_IDS])
 
 
 def settings(profile: str, **overrides) -> dict:
-    """Notebook 05_image_prompts_l2p's settings under ``profile`` (:data:`PROFILES`), with non-None ``overrides`` checked."""
-    cfg = resolve(PROFILES, profile, overrides, notebook="image_prompts_l2p")
+    """Notebook 05_image_prompts_l2p's settings under ``profile`` (:data:`PROFILES`), with non-None ``overrides`` checked
+    (in a paper-shape dry run, the :data:`DRY_RUN` cuts first)."""
+    cfg = resolve(PROFILES, profile, overrides, notebook="image_prompts_l2p", dry_run_cuts=DRY_RUN)
     if not cfg["seeds"] or len(set(cfg["seeds"])) != len(cfg["seeds"]):
         raise ValueError(f"seeds={cfg['seeds']!r} must be a non-empty list of distinct training seeds")
     return cfg
+
+
+# torchvision's train / test split sizes of the paper datasets (for :func:`paper_cost`)
+SPLIT_SIZES = {"cifar100": (50_000, 10_000)}
+
+
+def train_config(cfg: dict):
+    """The base :class:`vpkit.continual.ContinualConfig` of ``cfg`` (each variant overrides a few fields)."""
+    from ..continual import ContinualConfig
+
+    return ContinualConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"], optimizer="adam",
+                           amp=cfg["amp"], normalize=cfg["normalize"], augment=cfg["augment"],
+                           eval_crop_pct=cfg["eval_crop_pct"], eval_batch_size=cfg["eval_batch_size"])
+
+
+def paper_cost(cfg: dict) -> dict:
+    """What ``cfg`` (the paper profile's settings) costs, for GPU-hour estimates: ``training_runs`` (variant x seed),
+    ``fit_calls`` (one per task of a continual run, one per joint run), ``epochs`` (sum over fit calls of the epochs
+    each trains: 5 per task), ``train_images`` (sum over fit calls of epochs x that fit's train set), ``eval_images``
+    (test images through the prompted model: after task t every task j <= t), ``frozen_images`` (the query cache, and
+    with augmentation one frozen query pass per training image plus LwF's frozen teacher on every training image of
+    tasks 2..T: counted apart, a forward pass only) and ``step_kind``."""
+    from ..dryrun import PAPER_SHAPES
+
+    name = cfg["dataset"]
+    if name not in SPLIT_SIZES:
+        raise ValueError(f"paper_cost knows the split sizes of {sorted(SPLIT_SIZES)}, not dataset={name!r}")
+    n_train, n_test = SPLIT_SIZES[name]
+    C = PAPER_SHAPES[name][0]
+    T = cfg["num_tasks"]
+    run_T = cfg.get("tasks_run") or T
+    tr_task = (cfg["n_train_per_class"] * C if cfg["n_train_per_class"] else n_train) // T
+    te_task = (cfg["n_test_per_class"] * C if cfg["n_test_per_class"] else n_test) // T
+    variants = project_variants(pool_size=cfg["pool_size"], length=cfg["length"], top_k=cfg["top_k"],
+                                pull_coeff=cfg["pull_coeff"], selection=cfg["selection"], lwf_weight=cfg["lwf_weight"],
+                                gen_lwf_weights=cfg["gen_lwf_weights"], gen_size=cfg["gen_size"])
+    names = cfg["variants"] or list(variants)
+    seeds = cfg["seeds"]
+    runs = [(n, s) for s in seeds for n in names if s == seeds[0] or n not in cfg["single_seed"]]
+    fits = epochs = train_images = eval_images = 0
+    frozen = te_task * run_T + (0 if cfg["augment"] else tr_task * run_T)  # the query cache, once
+    for n, _ in runs:
+        v = variants[n]
+        if v.joint:
+            fits += 1
+            epochs += cfg["epochs"]
+            seen = cfg["epochs"] * tr_task * run_T
+            eval_images += te_task * run_T
+        else:
+            fits += run_T
+            epochs += cfg["epochs"] * run_T
+            seen = cfg["epochs"] * tr_task * run_T
+            eval_images += te_task * run_T * (run_T + 1) // 2
+        train_images += seen
+        if cfg["augment"]:
+            frozen += seen  # the query of every augmented view
+            if v.train.get("lwf_weight"):
+                frozen += cfg["epochs"] * tr_task * (run_T - 1)  # LwF's frozen teacher on tasks 2..T
+    return {"training_runs": len(runs), "fit_calls": fits, "epochs": epochs, "train_images": train_images,
+            "eval_images": eval_images, "frozen_images": frozen,
+            "step_kind": f"{'vit_b16' if cfg['backbone'] == 'vit_b16_in21k' else cfg['backbone']}_{cfg['img_size']}"
+                         "_l2p_train"}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -166,13 +265,33 @@ def run_variant(variant: Variant, backbone, tasks, *, train_cfg, queries=None, i
     """
     from .. import continual
 
+    import time
+
+    from ..train import Diverged
+
     C = num_classes or tasks[0].train.num_classes
     method = build_l2p_model(backbone, C, variant.model, init_images=init_images)
     cfg = dataclasses.replace(train_cfg, **variant.train)
     run = continual.run_joint if variant.joint else continual.run_continual
-    res = run(method.model, tasks, backbone, cfg=cfg, name=variant.name, queries=queries, num_classes=C,
-              progress=progress)
+    t0 = time.perf_counter()
+    try:
+        res = run(method.model, tasks, backbone, cfg=cfg, name=variant.name, queries=queries, num_classes=C,
+                  progress=progress)
+    except Diverged:  # a NaN/inf loss: the run scores NaN (marked diverged) and the notebook goes on
+        res = continual.diverged_result(variant.name, len(tasks), joint=variant.joint,
+                                        seconds=time.perf_counter() - t0)
     return res, method
+
+
+def split_tasks(pool, test, cfg: dict, *, seed: int):
+    """The class-incremental split of ``cfg`` (``num_tasks`` tasks; class order and image subsets from ``seed``),
+    keeping the first ``cfg["tasks_run"]`` tasks when that is set (a dry-run cut)."""
+    from ..data.continual import class_incremental_split
+
+    tasks = class_incremental_split(pool, test, num_tasks=cfg["num_tasks"], seed=seed,
+                                    shuffle_classes=cfg["shuffle_classes"], n_train_per_class=cfg["n_train_per_class"],
+                                    n_test_per_class=cfg["n_test_per_class"])
+    return tasks if cfg.get("tasks_run") is None else tasks[:cfg["tasks_run"]]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -276,11 +395,13 @@ def prompt_image_rows(models: dict, init_x: torch.Tensor, *, mean, std, vae_inpu
     if "l2p_patch_embed" in models:
         rows.append(("learned image prompts", [to_image(x, mean, std) for x in models["l2p_patch_embed"].pool.prompt]))
     if "l2p_image_init" in models:
-        rows.append(("image-init tokens (L x d)", [p.detach().float().numpy() for p in models["l2p_image_init"].pool.prompt]))
+        rows.append(("image-init tokens (L x d)", [p.detach().float().cpu().numpy()
+                                                   for p in models["l2p_image_init"].pool.prompt]))
     if "vae_gen_pool" in models and vae_inputs is not None:
         g = models["vae_gen_pool"].generator.eval()
-        rows.append(("VAE inputs", [to_image(x, mean, std) for x in g.target(vae_inputs)]))
-        rows.append(("VAE generated", [to_image(x, mean, std) for x in g.deterministic(vae_inputs)]))
+        x = vae_inputs.to(next(g.parameters()).device)  # the generator sits where training left it (a GPU)
+        rows.append(("VAE inputs", [to_image(t, mean, std) for t in g.target(x)]))
+        rows.append(("VAE generated", [to_image(t, mean, std) for t in g.deterministic(x)]))
     return rows
 
 
@@ -324,6 +445,9 @@ def run_all(variants: dict[str, Variant], names: list[str], *, seeds: list[int],
                                queries=queries, init_images=x0, num_classes=num_classes, progress=progress)
             out["runs"][name, s] = r
             out["params"][name] = (m.report.trainable, m.model.num_prompt_tokens())
+            if r.diverged:
+                log(f"{name:22s} seed {s}  diverged (non-finite loss): scores NaN")
+                continue
             if m.model.pool is not None:
                 out["selections"][name, s] = selected_ids(m.model, queries.test, batch_size=train_cfg.eval_batch_size,
                                                           shuffle=train_cfg.test_order == "mixed")
@@ -341,7 +465,7 @@ def run_all(variants: dict[str, Variant], names: list[str], *, seeds: list[int],
 def old_task_aware_accuracy(r) -> float:
     """Task-aware accuracy (predictions over the task's own classes) on the old tasks after the last task."""
     T = r.acc_matrix.shape[0]
-    if r.joint or T < 2:
+    if r.joint or T < 2 or r.diverged:
         return float("nan")
     return float(np.mean([r.task_aware[T - 1, j].mean() for j in range(T - 1)]))
 
@@ -416,6 +540,8 @@ def outcome_arrays(runs: dict, selections: dict, labels) -> dict:
     ids each test image selects after the last task; ``labels/test/all`` the N test labels."""
     out = {"labels/test/all": np.asarray(labels, dtype=np.int16)}
     for (name, s), r in runs.items():
+        if r.diverged:  # no outcomes: the claims that read this run are left out
+            continue
         rows = r.acc_matrix.shape[0]
         T = r.acc_matrix.shape[1]
         sizes = [len(r.correct[rows - 1, j]) for j in range(T)]
