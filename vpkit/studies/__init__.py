@@ -40,11 +40,18 @@ COST_FILE = "results/benchmarks/paper_cost.md"  # README includes it; `python3 -
 GPU_CHECK_FILE = "results/benchmarks/gpu_check.json"  # written by scripts/gpu_check.sh on a CUDA machine
 
 
+# the cost table's columns and the names the studies' paper_cost may give them
+COST_KEYS = {"runs": ("runs", "training_runs"), "epochs": ("epochs", "training_epochs", "total_epochs"),
+             "train_images_seen": ("train_images_seen", "training_images_seen", "train_images"),
+             "eval_images": ("eval_images", "evaluated_images")}
+
+
 def paper_costs(gpu_check: str | None = None) -> list[dict]:
     """One row per notebook: its ``paper`` profile's training runs, epochs, training images seen, evaluated
     images and dominant step kind (each study's ``paper_cost(settings("paper"))``), and GPU-hours where
     ``gpu_check`` (the report of ``scripts/gpu_check.sh``) measured that step kind: training images seen / measured
-    images per second (evaluation and feature encoding are not counted, so the hours are a lower bound)."""
+    images per second (evaluation and feature encoding are not counted, so the hours are a lower bound; a notebook
+    that trains nothing is costed by the images it encodes)."""
     import json
     from pathlib import Path
 
@@ -64,8 +71,11 @@ def paper_costs(gpu_check: str | None = None) -> list[dict]:
             rows.append({"notebook": name, "runs": None, "step_kind": "(no paper_cost yet)"})
             continue
         c = mod.paper_cost(mod.settings("paper"))
+        for key, names in COST_KEYS.items():
+            c[key] = next((c[k] for k in names if k in c), None)
         rate = rates.get(c.get("step_kind"))
-        hours = c["train_images_seen"] / rate / 3600 if rate and gpu else None
+        images = c["train_images_seen"] or c["eval_images"]  # inference-only notebooks: the images they encode
+        hours = images / rate / 3600 if rate and gpu and images is not None else None
         rows.append({"notebook": name, **c, "images_per_s": rate, "gpu": gpu, "gpu_hours": hours})
     return rows
 
