@@ -110,26 +110,27 @@ def test_training_fits_a_separable_toy_task(vlm):
     assert cocoop.accuracy_on(m, x, y) >= acc0
 
 
-def test_paper_datasets_go_through_torchvision_with_k_shot_pools(vlm, monkeypatch):
-    """A CoOp dataset name loads its K-shot pool and test set through data.load_torchvision at the VLM's size."""
-    from vpkit import data
-    from vpkit.data import ImageSet
+def test_paper_datasets_go_through_coop_splits_with_k_shot_pools(vlm, monkeypatch):
+    """A CoOp dataset name loads its K-shot pool and test set through data.coop_splits.load_coop (CoOp's split
+    files by default) at the VLM's size, resized + centre-cropped."""
+    from vpkit.data import ImageSet, coop_splits
 
     calls = []
 
-    def fake(name, split, *, size, per_class, seed):
-        calls.append((name, split, size, per_class))
+    def fake(name, split, *, splits, size, per_class, seed, center_crop):
+        calls.append((name, split, splits, size, per_class, center_crop))
         n = 4 * (per_class or 3)
         return ImageSet(torch.zeros(n, 3, size, size, dtype=torch.uint8), torch.arange(n) % 4,
                         ["annual crop", "forest", "river", "sea lake"], name)
 
-    monkeypatch.setattr(data, "load_torchvision", fake)
+    monkeypatch.setattr(coop_splits, "load_coop", fake)
     fs = cocoop.dataset_features(vlm, "eurosat", max_shots=6, n_test_per_class=None, amp=False)
-    assert calls == [("eurosat", "train", vlm.preprocess.img_size, 6), ("eurosat", "test", vlm.preprocess.img_size, None)]
+    size = vlm.preprocess.img_size
+    assert calls == [("eurosat", "train", "zhou", size, 6, True), ("eurosat", "test", "zhou", size, None, True)]
     assert fs.classnames[0] == "annual crop" and not fs.invert
     assert fs.train.shape == (24, vlm.embed_dim) and len(fs.test_labels) == 12
-    with pytest.raises(ValueError, match="unknown dataset name='imagenet'.*offline.*paper"):
-        cocoop.dataset_features(vlm, "imagenet", max_shots=1, n_test_per_class=1)
+    with pytest.raises(ValueError, match="unknown dataset name='nope'.*offline.*paper"):
+        cocoop.dataset_features(vlm, "nope", max_shots=1, n_test_per_class=1)
 
 
 def test_class_specific_with_a_phrase_init_is_an_explicit_error(vlm):

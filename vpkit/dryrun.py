@@ -104,6 +104,7 @@ PAPER_SHAPES = {
     "clevr_count": (8, None), "dmlab": (6, None), "kitti_distance": (4, None), "dsprites_location": (16, 64),
     "dsprites_orientation": (16, 64), "smallnorb_azimuth": (18, 96), "smallnorb_elevation": (9, 96),
     "resisc45": (45, 256), "patch_camelyon": (2, 96), "diabetic_retinopathy": (5, None),
+    "caltech101_zhou": (100, None), "fgvc_aircraft_train": (100, None),  # CoOp: 100 classes; its train split
 }
 
 

@@ -390,6 +390,8 @@ TORCHVISION_DATASETS = {
     # so VTAB tests on the validation split)
     "patch_camelyon": TorchvisionSpec("PCAM", ({"split": "train"},), ({"split": "test"},)),
     "clevr_count": TorchvisionSpec("CLEVRClassification", ({"split": "train"},), ({"split": "val"},)),
+    # CoOp trains FGVCAircraft on its train split only (images_variant_train.txt), not trainval
+    "fgvc_aircraft_train": TorchvisionSpec("FGVCAircraft", ({"split": "train"},), ({"split": "test"},)),
 }
 COOP_DATASETS = ("eurosat", "dtd", "flowers102", "oxford_pets", "food101", "caltech101", "fgvc_aircraft", "sun397")
 _SPLIT_SEED = 12345  # fixed: the train/test split of single-set datasets never depends on the experiment seed

@@ -138,6 +138,7 @@ class _PromptModel(nn.Module):
             p.requires_grad_(False)
         self.vlm = vlm
         self.prompt = PromptLearner(vlm, classnames, **prompt_kw)
+        self.to(vlm.device)  # the learned context (built on the CPU) follows the frozen VLM's device
 
     def set_classnames(self, classnames: list[str]) -> "_PromptModel":
         self.prompt.set_classnames(classnames)
@@ -181,18 +182,23 @@ class CoCoOp(_PromptModel):
         torch.manual_seed(int(seed))
         self.meta_net = MetaNet(vlm.embed_dim, vlm.width, reduction)
         torch.random.set_rng_state(g_state)
+        self.meta_net.to(vlm.device)  # built on the CPU: follows the frozen VLM's device
 
     def conditional_context(self, x: torch.Tensor) -> torch.Tensor:
         """``v_m(x) = v_m + pi(x)`` for normalised image features ``x`` (B, D) -> (B, M, width)."""
         return self.prompt.ctx.unsqueeze(0) + self.meta_net(x).unsqueeze(1)
 
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+    def forward(self, image_features: torch.Tensor, text_chunk: int | None = None) -> torch.Tensor:
+        """``(B, D)`` image features -> ``(B, C)`` logits; ``text_chunk``: at most that many of the ``B * C`` text
+        passes go through the text tower at once (bounds memory when evaluating many classes; None: all at once)."""
         x = F.normalize(image_features.float(), dim=-1)
         B, C = x.shape[0], len(self.prompt.classnames)
-        emb = self.prompt.embeddings(self.conditional_context(x))  # (B, C, L, w)
+        emb = self.prompt.embeddings(self.conditional_context(x)).flatten(0, 1)  # (B * C, L, w)
         tok = self.prompt.tokens
         rep = TextTokens(tok.ids.repeat(B, 1), tok.attention_mask.repeat(B, 1), tok.eot.repeat(B))
-        t = self.vlm.encode_text_embeddings(emb.flatten(0, 1), rep).view(B, C, -1)
+        n = len(emb) if not text_chunk else max(1, int(text_chunk))
+        t = torch.cat([self.vlm.encode_text_embeddings(emb[i:i + n], rep[i:i + n])
+                       for i in range(0, len(emb), n)]).view(B, C, -1)
         return self.vlm.logit_scale * torch.einsum("bd,bcd->bc", x, t)
 
     def forward_loop(self, image_features: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,8 @@ PROFILES = {
                   coop=dict(epochs=1, batch_size=4, lr=0.2), cocoop=dict(epochs=1, batch_size=2, lr=0.05),
                   optimizer="sgd", warmup_epochs=0, shift_dataset="digits", shifts=["inverted"],
                   cross=[], ablation_dataset="digits", ablation_init=False, ablation_seeds=[0],
-                  ablation_n_ctx=[1], ablation_bigger_coop=False, timing_batch=2, timing_repeats=2, train_views=0),
+                  ablation_n_ctx=[1], ablation_bigger_coop=False, timing_batch=2, timing_repeats=2, train_views=0,
+                  eval_text_chunk=None, splits=None, imagenet=False),
     "offline": dict(vlm="offline", img_size=128, datasets=["fashion_mnist", "mnist5k", "digits"],
                     shots=[1, 2, 4, 8, 16], n_test_per_class={"fashion_mnist": 100, "mnist5k": None, "digits": None},
                     seeds=[1, 2, 3], n_ctx=4, ctx_init="a photo of a",
@@ -50,7 +51,8 @@ PROFILES = {
                     shift_dataset="fashion_mnist", shifts=["inverted", "gaussian_noise:3"],
                     cross=[["mnist5k", "digits"]], ablation_dataset="fashion_mnist", ablation_init=True,
                     ablation_seeds=[1, 2, 3], ablation_n_ctx=[1, 8, 16], ablation_bigger_coop=True,
-                    timing_batch=8, timing_repeats=20, train_views=0),
+                    timing_batch=8, timing_repeats=20, train_views=0, eval_text_chunk=None, splits=None,
+                    imagenet=False),
     "paper": dict(vlm="clip_vit_b16", img_size=None,
                   datasets=["eurosat", "dtd", "flowers102", "oxford_pets", "food101", "caltech101",
                             "fgvc_aircraft", "sun397"],
@@ -64,13 +66,92 @@ PROFILES = {
                   ablation_dataset="dtd", ablation_init=True, ablation_seeds=[1, 2, 3],
                   ablation_n_ctx=[1, 8, 16], ablation_bigger_coop=True, timing_batch=32, timing_repeats=20,
                   num_threads=None,
-                  train_views=10),  # cached augmented views of each shot (official: a fresh view every epoch)
+                  train_views=10,  # cached augmented views of each shot (official: a fresh view every epoch)
+                  eval_text_chunk=4096,  # CoCoOp evaluation: at most 4096 of the images x classes text passes at once
+                  splits="zhou",  # CoOp's split_zhou_*.json files, placed by hand in data/<dataset>/
+                  imagenet=False),  # True: + ImageNet (manual download) as a dataset and the cross-dataset source
 }
+# The paper profile (CoCoOp Sec. 4 and the official configs): CLIP ViT-B/16 (OpenAI weights, QuickGELU), images
+# resized (shorter side, bicubic) + centre-cropped to 224, the 8 of CoCoOp's 11 datasets torchvision downloads with
+# CoOp's split files and class names (Caltech101: 100 classes), base = first ceil(n/2) classes, K in {1..16},
+# seeds 1-3, n_ctx 4 from "a photo of a", CoCoOp 10 epochs at batch 1, lr 0.002, SGD (momentum 0.9, weight decay
+# 5e-4), cosine, one warmup epoch; zero-shot with CoOp's per-dataset templates; every test image.
+# Deviations that stay (also in the notebook's "Paper profile: deviations" cell): StanfordCars, UCF101 (not in
+# torchvision's downloads) and ImageNet (opt-in ``imagenet=True``, manual download) missing from the default
+# datasets, so cross-dataset transfer is Caltech101 -> 7 datasets (paper: ImageNet -> 10) and domain shift is
+# corrupted Caltech101 (paper: ImageNet-V2/Sketch/A/R); image features are frozen and computed once, with 10
+# cached augmented views per shot (official: a fresh random-resized crop + flip every epoch); the warmup epoch is a
+# linear ramp (official: constant lr 1e-5); CoOp at 200 epochs, batch 32 (CoOp's few-shot config); fp32 prompt steps
+# (official: fp16).
+
+# Paper-shape dry run (vpkit.dryrun): the fewest points that reach every code path - one dataset (EuroSAT, 10
+# classes: CoCoOp's text pass costs images x classes), one K, one seed, the cross-dataset pair on that dataset, one
+# corruption as the shifted test set (the inverted copy's branch is the smoke profile's), one context length beside
+# the init ablation's, one cached view.
+# Dry-run cuts of batch sizes: the timing batch (1) and the CoCoOp evaluation chunk (8, so a transfer image's 10
+# classes take two chunks). Every paper dataset's loader is tested on fake data in tests/test_paper_coop.py.
+DRY_RUN = dict(datasets=["eurosat"], shots=[16], seeds=[1], cross=[["eurosat", "eurosat"]], shift_dataset="eurosat",
+               shifts=["gaussian_noise:3"], ablation_dataset="eurosat", ablation_seeds=[1],
+               ablation_n_ctx=[16], timing_batch=1, timing_repeats=2, train_views=1, eval_text_chunk=8)
 
 
 def settings(profile: str, **overrides) -> dict:
     """Notebook 04_cocoop's settings under ``profile`` (:data:`PROFILES`), with non-None ``overrides`` checked."""
-    return resolve(PROFILES, profile, overrides, notebook="cocoop")
+    cfg = resolve(PROFILES, profile, overrides, notebook="cocoop", dry_run_cuts=DRY_RUN)
+    if cfg["imagenet"] and "imagenet" not in cfg["datasets"]:  # the paper's source of transfer: ImageNet
+        cfg["cross"] = [["imagenet", d] for d in cfg["datasets"]]
+        cfg["datasets"] = ["imagenet", *cfg["datasets"]]
+    return cfg
+
+
+def build_vlm(name: str, *, img_size: int | None = None) -> VLM:
+    """The frozen VLM ``name`` (:func:`vpkit.vlm.build_vlm`) on the device ``"auto"`` resolves to, so that image
+    features are encoded there and every prompt model built on it lives there too."""
+    from ..device import resolve_device
+    from ..vlm import build_vlm as build
+
+    return build(name, img_size=img_size).to(resolve_device("auto"))
+
+
+def paper_cost(cfg: dict) -> dict:
+    """What the settings ``cfg`` (the paper profile) cost: training runs (base-to-new grid + ablations), total
+    training epochs, training images seen (sum over runs of epochs x K x base classes), evaluated images (every
+    run's test images, zero-shot, transfer and shifted copies), CoCoOp's evaluation text passes (images x classes),
+    images through the image tower, and ``step_kind``, the dominant step shape."""
+    from ..data.coop_splits import COOP_CLASSES, COOP_TEST_IMAGES
+
+    K, seeds, ds = max(cfg["shots"]), list(cfg["seeds"]), list(cfg["datasets"])
+
+    def n_test(d):
+        n = n_test_for(cfg["n_test_per_class"], d)
+        return COOP_TEST_IMAGES[d] if n is None else min(COOP_TEST_IMAGES[d], n * COOP_CLASSES[d])
+
+    def base(d):
+        return math.ceil(COOP_CLASSES[d] / 2)
+
+    runs = []  # (method, dataset, k)
+    runs += [(m, d, k) for d in ds for k in cfg["shots"] for _ in seeds for m in ("coop", "cocoop")]
+    a = cfg["ablation_dataset"]
+    per_seed = ["coop", "cocoop"] * (int(cfg["ablation_init"]) + len(cfg["ablation_n_ctx"])) \
+        + ["coop"] * int(cfg["ablation_bigger_coop"])  # phrase vs random init, context lengths, the bigger CoOp
+    runs += [(m, a, K) for _ in cfg["ablation_seeds"] for m in per_seed]
+    epochs = sum(cfg[m]["epochs"] for m, _, _ in runs)
+    seen = sum(cfg[m]["epochs"] * k * base(d) for m, d, k in runs)
+    evaluated = sum(n_test(d) for _, d, _ in runs) + sum(n_test(d) for d in ds)  # runs + zero-shot
+    cocoop_passes = sum(n_test(d) * base(d) for m, d, _ in runs if m == "cocoop")  # ~ half base, half new
+    for _, dst in cfg["cross"]:
+        evaluated += n_test(dst) * (1 + 2 * len(seeds))
+        cocoop_passes += n_test(dst) * COOP_CLASSES[dst] * len(seeds)
+    sd = cfg["shift_dataset"]
+    shifted = (1 + len(cfg["shifts"])) * n_test(sd) // 2  # the base-class test images, clean and shifted
+    evaluated += shifted * (1 + 2 * len(seeds))
+    cocoop_passes += shifted * base(sd) * len(seeds)
+    names = list(dict.fromkeys(ds + [d for pair in cfg["cross"] for d in pair]))
+    encoded = sum(K * len(seeds) * COOP_CLASSES[d] * (1 + cfg["train_views"]) + n_test(d) for d in names) \
+        + len(cfg["shifts"]) * n_test(sd)
+    return {"training_runs": len(runs), "training_epochs": epochs, "training_images": seen,
+            "evaluated_images": evaluated, "cocoop_eval_text_passes": cocoop_passes, "encoded_images": encoded,
+            "step_kind": f"{cfg['vlm'].replace('clip_vit_', 'clip_vit')}_cocoop_train"}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -113,9 +194,13 @@ def train_prompt(method: str, vlm: VLM, classnames: list[str], features: torch.T
 
 @torch.no_grad()
 def correct_on(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, classnames: list[str] | None = None,
-               *, batch_size: int = 64) -> torch.Tensor:
-    """Per-example correctness (bool, one per feature row) of a prompt model, optionally over other
-    ``classnames`` (new classes/datasets)."""
+               *, batch_size: int = 64, eval_text_chunk: int | None = None) -> torch.Tensor:
+    """Per-example correctness (bool on the CPU, one per feature row) of a prompt model, optionally over other
+    ``classnames`` (new classes/datasets). The features are moved to the model's device. CoCoOp runs the text tower
+    once per image and class: with ``eval_text_chunk`` at most that many text passes run at once (images per batch
+    ``eval_text_chunk // classes``, at least 1, and the passes of one image chunked too), so memory stays bounded
+    for any number of classes; None: ``batch_size`` images per batch."""
+    dev = next(model.parameters()).device
     old = None
     if classnames is not None and list(classnames) != model.classnames:
         old = model.classnames
@@ -124,29 +209,33 @@ def correct_on(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, c
     try:
         if isinstance(model, CoOp):
             t = model.text_features()
-            pred = (F.normalize(features.float(), dim=-1) @ t.t()).argmax(-1)
+            pred = (F.normalize(features.to(dev).float(), dim=-1) @ t.t()).argmax(-1)
         else:
-            pred = torch.cat([model(features[i:i + batch_size]).argmax(-1)
-                              for i in range(0, len(features), batch_size)])
+            b = batch_size if not eval_text_chunk else max(1, int(eval_text_chunk) // len(model.classnames))
+            pred = torch.cat([model(features[i:i + b].to(dev), text_chunk=eval_text_chunk).argmax(-1)
+                              for i in range(0, len(features), b)])
     finally:
         if old is not None:
             model.set_classnames(old)
-    return pred == torch.as_tensor(labels)
+    return pred.cpu() == torch.as_tensor(labels).cpu()
 
 
 @torch.no_grad()
 def accuracy_on(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, classnames: list[str] | None = None,
-                *, batch_size: int = 64) -> float:
+                *, batch_size: int = 64, eval_text_chunk: int | None = None) -> float:
     """Accuracy of a prompt model on features (the mean of :func:`correct_on`)."""
-    return float(correct_on(model, features, labels, classnames, batch_size=batch_size).float().mean())
+    return float(correct_on(model, features, labels, classnames, batch_size=batch_size,
+                            eval_text_chunk=eval_text_chunk).float().mean())
 
 
 @torch.no_grad()
 def zero_shot_correct(vlm: VLM, features: torch.Tensor, labels: torch.Tensor, classnames: list[str],
                       template: str = "a photo of a {}.") -> torch.Tensor:
-    """Per-example correctness of zero-shot classification with the hand-written template (CoCoOp's baseline)."""
+    """Per-example correctness (bool on the CPU) of zero-shot classification with the hand-written template
+    (CoCoOp's baseline); the features are moved to the VLM's device."""
     w = vlm.classifier_weights(classnames, (template,))
-    return (F.normalize(features.float(), dim=-1) @ w.t()).argmax(-1) == torch.as_tensor(labels)
+    pred = (F.normalize(features.to(w.device).float(), dim=-1) @ w.t()).argmax(-1)
+    return pred.cpu() == torch.as_tensor(labels).cpu()
 
 
 def linear_probe_correct(train_x, train_y, test_x, test_y, *, C: float = 1.0, max_iter: int = 2000):
@@ -157,9 +246,12 @@ def linear_probe_correct(train_x, train_y, test_x, test_y, *, C: float = 1.0, ma
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    def host(a):  # features may live on the GPU
+        return np.asarray(a.cpu() if isinstance(a, torch.Tensor) else a)
+
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    clf.fit(np.asarray(train_x), np.asarray(train_y))
-    return clf.predict(np.asarray(test_x)) == np.asarray(test_y)
+    clf.fit(host(train_x), host(train_y))
+    return clf.predict(host(test_x)) == host(test_y)
 
 
 def one_step_seconds(model: nn.Module, fn, features: torch.Tensor, labels: torch.Tensor) -> float:
@@ -236,7 +328,7 @@ def n_test_for(n_test_per_class, name: str) -> int | None:
 
 def dataset_features(vlm: VLM, name: str, *, max_shots: int, n_test_per_class, seed: int = 0,
                      shifts: tuple[str, ...] = (), batch_size: int = 64, amp: bool = True,
-                     image_size: int | None = None, train_views: int = 0) -> FeatureSet:
+                     image_size: int | None = None, train_views: int = 0, splits: str | None = None) -> FeatureSet:
     """Encode ``max_shots`` training images per class and ``n_test_per_class`` test images per class once (no
     augmentation); ``n_test_per_class``: an int, None (every test image) or ``{dataset: int | None}``. Offline
     datasets are encoded in the polarity :func:`vpkit.vlm.dark_background` picks from
@@ -245,14 +337,18 @@ def dataset_features(vlm: VLM, name: str, *, max_shots: int, n_test_per_class, s
     ``"<corruption>:<severity>"`` from :mod:`vpkit.data.shift` (applied at native resolution), encoded from the same
     test images. ``train_views``: also encode that many augmented views of the training pool (CoOp's
     RandomResizedCrop(scale 0.08-1) + flip, seeded), which :func:`base_to_new` trains on in place of the
-    official per-epoch augmentation."""
-    from ..data import OFFLINE_DATASETS, few_shot_indices, load_torchvision, offline_dataset, random_resized_crop_flip
+    official per-epoch augmentation. ``splits``: how the paper datasets are split (:func:`vpkit.data.coop_splits.
+    load_coop`: ``"zhou"``, CoOp's split files, the default; ``"torchvision"``); their images are resized (shorter
+    side) and centre-cropped to ``image_size`` (default the VLM's), as CLIP's and CoOp's test transform."""
+    from ..data import OFFLINE_DATASETS, few_shot_indices, offline_dataset, random_resized_crop_flip
     from ..data.shift import corrupt
     from ..vlm import DATASET_CLASSNAMES, dark_background, encode_images
 
     from ..data import TORCHVISION_DATASETS
 
-    if name not in OFFLINE_DATASETS and name not in TORCHVISION_DATASETS:
+    from ..data.coop_splits import COOP_CLASSES, load_coop
+
+    if name not in OFFLINE_DATASETS and name not in TORCHVISION_DATASETS and name not in COOP_CLASSES:
         raise ValueError(f"unknown dataset name={name!r}; offline: {list(OFFLINE_DATASETS)}, "
                          f"paper (torchvision): {sorted(TORCHVISION_DATASETS)}")
     t0 = time.perf_counter()
@@ -265,8 +361,9 @@ def dataset_features(vlm: VLM, name: str, *, max_shots: int, n_test_per_class, s
         inv = dark_background(pool.images[:2000])
     else:  # the CoOp datasets: decode only the K-shot pool and the test images that are used
         size = image_size or vlm.preprocess.img_size
-        tr = load_torchvision(name, "train", size=size, per_class=max_shots, seed=seed)
-        te = load_torchvision(name, "test", size=size, per_class=n_test_per_class, seed=seed + 1)
+        kw = dict(splits=splits or "zhou", size=size, center_crop=True)
+        tr = load_coop(name, "train", per_class=max_shots, seed=seed, **kw)
+        te = load_coop(name, "test", per_class=n_test_per_class, seed=seed + 1, **kw)
         inv = False
     enc = lambda imgs, invert=inv: encode_images(vlm, imgs, invert=invert, batch_size=batch_size, amp=amp)  # noqa: E731
     shifted = {}
@@ -302,13 +399,17 @@ def zero_shot_template(dataset: str, default: str = "a photo of a {}.") -> str:
 
 
 def base_to_new(vlm: VLM, fs: FeatureSet, method: str, *, k: int, seed: int = 0, train_kw: dict,
-                prompt_kw: dict | None = None) -> tuple[dict, nn.Module | None, dict]:
+                prompt_kw: dict | None = None,
+                eval_text_chunk: int | None = None) -> tuple[dict, nn.Module | None, dict]:
     """CoCoOp's base-to-new protocol on one dataset: train ``method`` on ``k`` shots of the base classes
     (first ceil(n/2) labels), test on base and new classes separately; H = harmonic mean of the two accuracies.
     -> ``(row, model, correct)``, ``correct = {"base": ..., "new": ...}``: one bool per test image (in the order of
-    ``fs.split("test", classes)``), what ``outcomes.npz`` keeps so every interval can be recomputed."""
+    ``fs.split("test", classes)``), what ``outcomes.npz`` keeps so every interval can be recomputed. A run whose
+    training diverges (:class:`vpkit.train.Diverged`) scores NaN, is marked ``diverged`` and keeps no outcomes
+    (model None), as in every study: the notebook goes on and the claims reading it become not testable."""
     from ..data import base_new_classes
     from ..metrics import harmonic_mean
+    from ..train import Diverged
 
     base, new = base_new_classes(len(fs.classnames))
     base_names, new_names = [fs.classnames[c] for c in base], [fs.classnames[c] for c in new]
@@ -323,15 +424,20 @@ def base_to_new(vlm: VLM, fs: FeatureSet, method: str, *, k: int, seed: int = 0,
         kw = dict(train_kw)
         if fs.train_views:  # V cached views stand in for V epochs of fresh augmentation: the same number of steps
             kw["epochs"] = max(1, kw["epochs"] // len(fs.train_views))
-        model, hist = train_prompt(method, vlm, base_names, x, y, seed=seed, **kw, **(prompt_kw or {}))
-        cb = correct_on(model, *fs.split("test", base))
-        cn = correct_on(model, *fs.split("test", new), new_names)
+        try:
+            model, hist = train_prompt(method, vlm, base_names, x, y, seed=seed, **kw, **(prompt_kw or {}))
+        except Diverged:
+            nan = float("nan")
+            return ({"dataset": fs.name, "method": method, "k": k, "seed": seed, "base": nan, "new": nan, "H": nan,
+                     "trainable_params": nan, "train_seconds": nan, "steps": 0, "diverged": True}, None, {})
+        cb = correct_on(model, *fs.split("test", base), eval_text_chunk=eval_text_chunk)
+        cn = correct_on(model, *fs.split("test", new), new_names, eval_text_chunk=eval_text_chunk)
         n_train = sum(model.trainable_parameters().values())
     acc_b, acc_n = float(torch.as_tensor(cb).float().mean()), float(torch.as_tensor(cn).float().mean())
     row = {"dataset": fs.name, "method": method, "k": k, "seed": seed, "base": acc_b, "new": acc_n,
            "H": harmonic_mean(acc_b, acc_n), "trainable_params": n_train,
            "train_seconds": hist.seconds if hist else 0.0,
-           "steps": (len(hist.loss) * math.ceil(len(y) / train_kw["batch_size"])) if hist else 0}
+           "steps": (len(hist.loss) * math.ceil(len(y) / train_kw["batch_size"])) if hist else 0, "diverged": False}
     return row, model, {"base": cb, "new": cn}
 
 
@@ -363,7 +469,8 @@ def ablation_run(label: str, init: str, n_ctx: int) -> str:
 
 
 def base_to_new_grid(vlm: VLM, fsets: dict, *, datasets, shots, seeds, train_kw: dict, prompt_kw: dict,
-                     methods=("coop", "cocoop"), linear_probe: bool = True, progress: bool = True):
+                     methods=("coop", "cocoop"), linear_probe: bool = True, progress: bool = True,
+                     eval_text_chunk: int | None = None):
     """Zero-shot once per dataset, then for every K and seed: the linear probe (reference) and each prompt
     method trained on K shots of the base classes -> (rows, models keyed by (dataset, method, K, seed), outcomes
     keyed by :func:`outcome_key`). ``train_kw[method]``: keyword arguments of :func:`train_prompt`."""
@@ -391,9 +498,11 @@ def base_to_new_grid(vlm: VLM, fsets: dict, *, datasets, shots, seeds, train_kw:
             rows.append({"dataset": name, "method": "linear_probe", "k": k, "seed": s, **lp,
                          "H": harmonic_mean(lp["base"], lp["new"])})
         for method in methods:
-            r, m, c = base_to_new(vlm, fs, method, k=k, seed=s, train_kw=train_kw[method], prompt_kw=prompt_kw)
+            r, m, c = base_to_new(vlm, fs, method, k=k, seed=s, train_kw=train_kw[method], prompt_kw=prompt_kw,
+                                  eval_text_chunk=eval_text_chunk)
             rows.append(r)
-            models[(name, method, k, s)] = m
+            if m is not None:  # None: the run diverged
+                models[(name, method, k, s)] = m
             outcomes.update({outcome_key("b2n", method, name, split, k, s): v for split, v in c.items()})
             bar.update()
     bar.close()
@@ -425,7 +534,8 @@ def eval_sets_table(fsets: dict, *, datasets, cross=()):
     return pd.DataFrame(rows).drop_duplicates(["dataset", "split"]).reset_index(drop=True)
 
 
-def cross_dataset_rows(vlm: VLM, fsets: dict, pairs, models: dict, *, k: int, seeds, template: str):
+def cross_dataset_rows(vlm: VLM, fsets: dict, pairs, models: dict, *, k: int, seeds, template: str,
+                       eval_text_chunk: int | None = None):
     """CoCoOp Sec. 4.2 analogue: prompts learned on the source's base classes applied to every class of the
     target dataset (one row per pair, method and seed; zero-shot once per pair) -> (rows, outcomes)."""
     rows, outcomes = [], {}
@@ -438,13 +548,14 @@ def cross_dataset_rows(vlm: VLM, fsets: dict, pairs, models: dict, *, k: int, se
         for m in ("coop", "cocoop"):
             for s in seeds:
                 if (src, m, k, s) in models:
-                    c = correct_on(models[(src, m, k, s)], x, y, fd.classnames)
+                    c = correct_on(models[(src, m, k, s)], x, y, fd.classnames, eval_text_chunk=eval_text_chunk)
                     rows.append({"source": src, "target": dst, "method": m, "seed": s, "acc": float(c.float().mean())})
                     outcomes[outcome_key("cross", m, pair, "all", k, s)] = c
     return rows, outcomes
 
 
-def domain_shift_rows(vlm: VLM, fs: FeatureSet, models: dict, *, k: int, seeds, template: str):
+def domain_shift_rows(vlm: VLM, fs: FeatureSet, models: dict, *, k: int, seeds, template: str,
+                      eval_text_chunk: int | None = None):
     """CoCoOp Sec. 4.3 analogue: the base-class test images, clean and in every shifted copy of ``fs``
     -> (rows, outcomes)."""
     from ..data import base_new_classes
@@ -461,7 +572,7 @@ def domain_shift_rows(vlm: VLM, fs: FeatureSet, models: dict, *, k: int, seeds, 
         for m in ("coop", "cocoop"):
             for s in seeds:
                 if (fs.name, m, k, s) in models:
-                    c = correct_on(models[(fs.name, m, k, s)], x, y)
+                    c = correct_on(models[(fs.name, m, k, s)], x, y, eval_text_chunk=eval_text_chunk)
                     rows.append({"dataset": fs.name, "test_set": which, "method": m, "seed": s,
                                  "acc": float(c.float().mean())})
                     outcomes[outcome_key("shift", m, fs.name, which, k, s)] = c
@@ -478,7 +589,7 @@ def step_times(vlm: VLM, fs: FeatureSet, *, k: int, seed: int, batch: int, repea
 
     base, _ = base_new_classes(len(fs.classnames))
     x, y = fs.split("train", base, k, seed=seed)
-    x, y = x[:batch], y[:batch]
+    x, y = x[:batch], y[:batch].to(x.device)  # the labels follow the features (on the VLM's device)
     names = [fs.classnames[c] for c in base]
     co, coop = CoCoOp(vlm, names, seed=seed, **prompt_kw), CoOp(vlm, names, seed=seed, **prompt_kw)
     rows = interleaved_step_times({"batched": (co, co.forward), "loop": (co, co.forward_loop), "coop": (coop, coop)},
@@ -493,7 +604,8 @@ def step_times(vlm: VLM, fs: FeatureSet, *, k: int, seed: int, batch: int, repea
 
 
 def ablation_rows(vlm: VLM, fs: FeatureSet, b2n, models: dict, *, k: int, seeds, train_kw: dict, n_ctx: int,
-                  ctx_init: str | None, init: bool, n_ctx_list, bigger: bool, progress: bool = True):
+                  ctx_init: str | None, init: bool, n_ctx_list, bigger: bool, progress: bool = True,
+                  eval_text_chunk: int | None = None):
     """CoCoOp Sec. 5 on one dataset, for every seed: phrase vs random initialisation (both methods), context
     length (random init, both methods), and a "bigger CoOp" (random init) with as many context vectors as match
     CoCoOp's parameter count, capped by what the text tower's context length leaves after the longest class name.
@@ -518,7 +630,7 @@ def ablation_rows(vlm: VLM, fs: FeatureSet, b2n, models: dict, *, k: int, seeds,
                 rows.append({**hit.iloc[0].to_dict(), "init": "phrase" if ctx_init else "random", "n_ctx": n_ctx})
     for method, s, n, label in tqdm(jobs, desc="ablations", disable=not progress):  # all random-initialised
         r, _, c = base_to_new(vlm, fs, method, k=k, seed=s, train_kw=train_kw[method],
-                              prompt_kw=dict(n_ctx=n, ctx_init=None))
+                              prompt_kw=dict(n_ctx=n, ctx_init=None), eval_text_chunk=eval_text_chunk)
         rows.append({**r, "method": label, "init": "random", "n_ctx": n})
         outcomes.update({outcome_key("abl", ablation_run(label, "random", n), fs.name, split, k, s): v
                          for split, v in c.items()})
