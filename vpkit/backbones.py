@@ -106,6 +106,8 @@ BACKBONES = {
     "vit_b16_in21k": (_timm_paper("vit_base_patch16_224.orig_in21k", num_classes=0), "vit", 224,
                       IMAGENET_MEAN, IMAGENET_STD, False),
     "resnet50": (_timm_paper("resnet50.a1_in1k"), "cnn", 224, IMAGENET_MEAN, IMAGENET_STD, True),
+    # visual prompting's official vision-only model: torchvision's ResNet-50 (models.resnet50(pretrained=True))
+    "resnet50_tv": (_timm_paper("resnet50.tv_in1k"), "cnn", 224, IMAGENET_MEAN, IMAGENET_STD, True),
     # tests: tiny random models, no download
     "test_vit": (_timm_random("test_vit", num_classes=0), "vit", 160, IMAGENET_MEAN, IMAGENET_STD, False),
     "test_cnn": (_timm_random("test_efficientnet"), "cnn", 64, IMAGENET_MEAN, IMAGENET_STD, True),

@@ -386,6 +386,8 @@ TORCHVISION_DATASETS = {
     "caltech101": TorchvisionSpec("Caltech101", None, None),
     "fgvc_aircraft": TorchvisionSpec("FGVCAircraft", ({"split": "trainval"},), ({"split": "test"},)),
     "sun397": TorchvisionSpec("SUN397", None, None),
+    # visual prompting (Bahng et al.): CLEVR-count; the test split has no labels, so val is the test split
+    "clevr_count": TorchvisionSpec("CLEVRClassification", ({"split": "train"},), ({"split": "val"},)),
 }
 COOP_DATASETS = ("eurosat", "dtd", "flowers102", "oxford_pets", "food101", "caltech101", "fgvc_aircraft", "sun397")
 _SPLIT_SEED = 12345  # fixed: the train/test split of single-set datasets never depends on the experiment seed
