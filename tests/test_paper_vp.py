@@ -79,9 +79,10 @@ def _tiny_sets(n_classes=3, per_class=4, side=32, seed=0):
 
 def test_gpu_path_runs_under_virtual_cuda():
     """VP+TP on a tiny open_clip CLIP and VP on a tiny timm CNN, then the frozen probes, under the virtual CUDA.
-    Before the placement fix ``frozen_outputs`` fed the loader's CUDA batches to the VLM wherever it was (a CPU VLM
-    before the first ``fit``: mixed devices) and returned CUDA features that the linear probe turned into numpy
-    (``can't convert cuda:0 device type tensor to numpy``): both raise ``VirtualCudaError`` on the old code."""
+    Before the placement fix ``frozen_outputs`` fed the loader's CUDA batches to the VLM wherever it was: a CPU VLM
+    before the first ``fit`` raises ``VirtualCudaError`` (mixed devices) on the old code, checked. After a ``fit`` it
+    returned CUDA features that sklearn turns into numpy (a real GPU raises; the virtual CUDA does not see
+    ``np.asarray``), so the features must come back untagged (asserted below; tagged on the old code)."""
     from vpkit.backbones import build_backbone
 
     train, test = _tiny_sets()
@@ -91,6 +92,7 @@ def test_gpu_path_runs_under_virtual_cuda():
         out = vp.frozen_outputs(vlm, train, invert=False, batch_size=4)  # VLM on the CPU, batches on "cuda"
         assert dryrun.is_tagged(next(vlm.parameters())) and not dryrun.is_tagged(out["features"])
         tf = vp.text_classifier(vlm, "tiny", train.classes)
+        assert dryrun.is_tagged(tf)  # text features live where the VLM does
         m = build_vp_tp(vlm, tf, template="padding", prompt_size=4, seed=0)
         kw = dict(epochs=2, lr=40.0, optimizer="sgd", batch_size=4, seed=0, amp=True, warmup_steps=1000,
                   eval_batch_size=4)

@@ -155,7 +155,10 @@ def loader(ds, model, *, batch_size: int, invert: bool, shuffle: bool = False, s
 
 
 def text_classifier(vlm, name: str, classes: list[str], template: str = pixel.TP_TEMPLATE) -> torch.Tensor:
-    """TP: the text features of ``template`` for each class (prompt-friendly names where the VLM module has them)."""
+    """TP: the text features of ``template`` for each class (prompt-friendly names where the VLM module has them),
+    computed on the device :func:`vpkit.device.resolve_device` picks (the VLM is moved there, as ``fit`` would: the
+    first dataset's class names are not encoded on the CPU of a GPU machine)."""
+    vlm.to(resolve_device("auto"))
     return vlm.classifier_weights(vlm_lib.DATASET_CLASSNAMES.get(name, classes), (template,))
 
 
