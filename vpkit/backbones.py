@@ -106,7 +106,8 @@ BACKBONES = {
     "vit_b16_in21k": (_timm_paper("vit_base_patch16_224.orig_in21k", num_classes=0), "vit", 224,
                       IMAGENET_MEAN, IMAGENET_STD, False),
     "resnet50": (_timm_paper("resnet50.a1_in1k"), "cnn", 224, IMAGENET_MEAN, IMAGENET_STD, True),
-    # Pro-Tuning's ResNets and DeiT-B: ImageNet-1k supervised checkpoints (torchvision's ResNet weights via timm)
+    # Pro-Tuning's ResNets and DeiT-B: ImageNet-1k supervised checkpoints (torchvision's ResNet weights via timm);
+    # resnet50_tv is also visual prompting's official vision-only model (torchvision models.resnet50(pretrained=True))
     "resnet101": (_timm_paper("resnet101.tv_in1k"), "cnn", 224, IMAGENET_MEAN, IMAGENET_STD, True),
     "resnet50_tv": (_timm_paper("resnet50.tv_in1k"), "cnn", 224, IMAGENET_MEAN, IMAGENET_STD, True),
     "deit_b16": (_timm_paper("deit_base_patch16_224.fb_in1k", num_classes=0), "vit", 224, IMAGENET_MEAN,

@@ -386,8 +386,8 @@ TORCHVISION_DATASETS = {
     "caltech101": TorchvisionSpec("Caltech101", None, None),
     "fgvc_aircraft": TorchvisionSpec("FGVCAircraft", ({"split": "trainval"},), ({"split": "test"},)),
     "sun397": TorchvisionSpec("SUN397", None, None),
-    # VTAB-1k tasks (VPT): PatchCamelyon (needs h5py) and CLEVR (labels: object counts; its test split is unlabelled,
-    # so VTAB tests on the validation split)
+    # VTAB-1k tasks (VPT) and visual prompting: PatchCamelyon (needs h5py) and CLEVR (labels: object counts; its test
+    # split is unlabelled, so VTAB and visual prompting test on the validation split)
     "patch_camelyon": TorchvisionSpec("PCAM", ({"split": "train"},), ({"split": "test"},)),
     "clevr_count": TorchvisionSpec("CLEVRClassification", ({"split": "train"},), ({"split": "val"},)),
     # CoOp trains FGVCAircraft on its train split only (images_variant_train.txt), not trainval
