@@ -42,7 +42,7 @@ GPU_CHECK_FILE = "results/benchmarks/gpu_check.json"  # written by scripts/gpu_c
 
 # the cost table's columns and the names the studies' paper_cost may give them
 COST_KEYS = {"runs": ("runs", "training_runs"), "epochs": ("epochs", "training_epochs", "total_epochs"),
-             "train_images_seen": ("train_images_seen", "training_images_seen", "train_images"),
+             "train_images_seen": ("train_images_seen", "training_images_seen", "train_images", "training_images"),
              "eval_images": ("eval_images", "evaluated_images")}
 
 
