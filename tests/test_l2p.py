@@ -272,3 +272,14 @@ def test_augmented_continual_run_computes_queries_and_teachers_per_view(monkeypa
                                     train_mask="seen")
     res = continual.run_continual(Plain(), [task(0, [0, 1]), task(1, [2, 3])], bb, cfg=cfg, name="aug", num_classes=4)
     assert res.acc_matrix.shape == (2, 2)
+
+
+def test_tradeoff_error_bars_stay_within_what_the_metric_can_be():
+    import pandas as pd
+
+    from vpkit.studies.image_prompts_l2p import _err
+
+    df = pd.DataFrame({"avg_acc": [95.0], "avg_acc_lo": [85.0], "avg_acc_hi": [105.0],
+                       "forgetting": [2.0], "forgetting_lo": [-120.0], "forgetting_hi": [9.0]})
+    assert _err(df, "avg_acc").tolist() == [[10.0], [5.0]]  # the t-interval's 105 % is cut at 100 %
+    assert _err(df, "forgetting").tolist() == [[102.0], [7.0]]  # forgetting may be negative, not below -100

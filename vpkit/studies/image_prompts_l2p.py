@@ -853,7 +853,11 @@ def accuracy_matrices_figure(runs: dict, summary, *, max_cols: int = 4):
 
 
 def _err(df, m):
-    lo, hi = df[f"{m}_lo"].to_numpy(float), df[f"{m}_hi"].to_numpy(float)
+    """Error-bar lengths of column ``m`` from its ``_lo``/``_hi`` interval, clipped to what the metric can be (a
+    t-interval over 3 seeds can reach past 0 or 100 %: accuracies lie in [0, 100], forgetting in [-100, 100])."""
+    floor = -100.0 if m == "forgetting" else 0.0
+    lo = np.clip(df[f"{m}_lo"].to_numpy(float), floor, 100.0)
+    hi = np.clip(df[f"{m}_hi"].to_numpy(float), floor, 100.0)
     mid = df[m].to_numpy(float)
     return np.nan_to_num(np.vstack([mid - lo, hi - mid]), nan=0.0)
 

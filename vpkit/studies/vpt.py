@@ -920,7 +920,7 @@ def main_figure(runs, tasks, *, order: list[str], title: str, paper: dict | None
     ax = axes[0]
     for j, m in enumerate(order):
         for i, t in enumerate(task_order):
-            v = runs[(runs.method == m) & (runs.task == t)]["acc_test"].astype(float).to_numpy()
+            v = 100 * runs[(runs.method == m) & (runs.task == t)]["acc_test"].astype(float).to_numpy()
             if not len(v):
                 continue
             mean, lo, hi = _interval(v)
@@ -928,13 +928,13 @@ def main_figure(runs, tasks, *, order: list[str], title: str, paper: dict | None
             ax.bar(x, mean, w, color=method_color(m), label=METHOD_LABELS.get(m, m) if i == 0 else None)
             ax.errorbar(x, mean, yerr=[[lo], [hi]], color="k", lw=0.8, capsize=2)
             if (t, m) in at_chance:
-                ax.text(x, mean + hi + 0.01, "chance", rotation=90, ha="center", va="bottom", fontsize=6)
+                ax.text(x, mean + hi + 1, "chance", rotation=90, ha="center", va="bottom", fontsize=6)
     for i, t in enumerate(task_order):
-        ax.hlines(1 / classes[t], i - 0.45, i + 0.45, colors="k", linestyles=":", lw=1,
+        ax.hlines(100 / classes[t], i - 0.45, i + 0.45, colors="k", linestyles=":", lw=1,
                   label="chance (1/classes)" if i == 0 else None)
     ax.set_xticks(range(len(task_order)), [f"{t}\n({groups[t]})" for t in task_order], fontsize=7)
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy (%)")  # every panel in percent
+    ax.set_ylim(0, 100)
     ax.set_title("per task", fontsize=9)
     ax = axes[1]
     gnames = [g for g in ("natural", "specialized", "structured") if g in set(groups.values())] + ["all"]
