@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent / "vpkit"
 # bottom to top; a module may import modules of its own layer or below (circles are tested separately)
 LAYERS = [
     ["vpkit.netguard", "vpkit.dryrun", "vpkit.assets", "vpkit.device", "vpkit.profiles"],
-    ["vpkit.data", "vpkit.data.tasks", "vpkit.data.shift", "vpkit.data.continual", "vpkit.data.emoji"],
+    ["vpkit.data", "vpkit.data.tasks", "vpkit.data.shift", "vpkit.data.continual", "vpkit.data.emoji",
+     "vpkit.data.coop_splits"],
     ["vpkit.backbones", "vpkit.metrics", "vpkit.stats"],
     ["vpkit.vlm"],
     ["vpkit.prompts", "vpkit.prompts.vit", "vpkit.prompts.vpt", "vpkit.prompts.pixel", "vpkit.prompts.protuning",
