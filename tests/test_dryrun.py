@@ -1,4 +1,5 @@
 """The dry-run machinery: the CPU virtual CUDA fails where CUDA would, and a dry run cuts what it should."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -31,12 +32,16 @@ def test_moving_copies_and_leaves_the_source_where_it_was(vcuda):
     assert not is_tagged(y.cpu()) and is_tagged(y)
     assert is_tagged(x.cuda()) and is_tagged(torch.zeros(2).to(y)) and is_tagged(torch.zeros(2).to(y.device))
     assert is_tagged(y.to(torch.float64))  # a dtype cast keeps the device
+    assert is_tagged(y.new_zeros(2)) and not is_tagged(y.new_zeros(2, device="cpu"))  # an explicit device= decides
 
 
 def test_numpy_of_a_cuda_tensor_fails_and_zero_dim_cpu_scalars_mix(vcuda):
     y = torch.ones(2, device="cuda")
     with pytest.raises(VirtualCudaError, match="numpy"):
         y.numpy()
+    with pytest.raises(VirtualCudaError, match="numpy"):
+        np.asarray(y * 2)  # numpy's own conversion (Tensor.__array__) fails like .numpy()
+    assert np.asarray(y.cpu()).tolist() == [1.0, 1.0]
     assert is_tagged(y * torch.tensor(2.0))  # CUDA accepts 0-dim CPU tensors
     with pytest.raises(VirtualCudaError):
         torch.cat([y, torch.ones(2)])

@@ -58,3 +58,27 @@ def test_relative_results_dir_is_taken_from_the_repository_root(tmp_path, monkey
     res = report.Results("results/x", profile="smoke", seed=0)
     assert res.dir == tmp_path / "results" / "x" and res.dir.is_dir()
     assert report.Results(tmp_path / "abs", profile="smoke", seed=0).dir == tmp_path / "abs"
+
+
+def test_replicate_dry_run_flags_are_checked_and_passed_to_each_notebook(tmp_path, monkeypatch):
+    for argv in (["replicate", "vlm", "--dry-run"],  # the default profile is offline: a dry run is of paper
+                 ["replicate", "vlm", "--real-device"],  # --real-device needs --dry-run
+                 ["replicate", "vlm", "--profile", "paper", "--dry-run", "--results",
+                  str(harness.REPO_ROOT / "results")]):  # never under results/
+        with pytest.raises(SystemExit):
+            harness.main(argv)
+    calls = []
+
+    def fake_run(name, *, profile, results_root, parameters, dry_run):
+        calls.append((name, profile, dry_run))
+        out = tmp_path / name
+        out.mkdir(parents=True, exist_ok=True)
+        return out / harness.NOTEBOOKS[name]
+
+    monkeypatch.setattr(harness, "run_notebook", fake_run)
+    monkeypatch.setattr(harness, "is_current", lambda *a, **k: True)  # a dry run never skips as "current"
+    assert harness.main(["replicate", "vlm", "cocoop", "--profile", "paper", "--dry-run", "--real-device",
+                         "--results", str(tmp_path)]) == 0
+    assert calls == [("vlm", "paper", "device"), ("cocoop", "paper", "device")]
+    assert harness.main(["replicate", "vlm", "--profile", "paper", "--dry-run", "--results", str(tmp_path)]) == 0
+    assert calls[-1] == ("vlm", "paper", "virtual_cuda")

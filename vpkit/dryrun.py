@@ -229,18 +229,16 @@ class VirtualCuda(TorchFunctionMode):
             return out
         if func in _MOVES:
             return self._move(func, args, kwargs)
-        if func is torch.Tensor.numpy and is_tagged(args[0]):
+        if func in (torch.Tensor.numpy, torch.Tensor.__array__) and is_tagged(args[0]):
             raise VirtualCudaError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy "
                                    "the tensor to host memory first. (virtual CUDA)")
         if func is torch.Tensor.pin_memory:
             return args[0]
-        to_cuda = _device_type(kwargs.get("device")) == "cuda"
-        if "device" in kwargs:
+        # an explicit device= (factories, Tensor.new_*) decides the output's device; otherwise it follows the inputs
+        explicit = kwargs.get("device") is not None
+        to_cuda = explicit and _device_type(kwargs["device"]) == "cuda"
+        if explicit:
             kwargs = {**kwargs, "device": _cpu(kwargs["device"])}
-        if func is torch.Tensor.new_empty or func is torch.Tensor.new_zeros or func is torch.Tensor.new_ones \
-                or func is torch.Tensor.new_full or func is torch.Tensor.new_tensor:
-            if "device" not in kwargs:
-                to_cuda = is_tagged(args[0])
         ins = _tensors(args if func not in _FIRST_ARG_ONLY else args[:1], [])
         _tensors(kwargs, ins)
         tagged = [t for t in ins if is_tagged(t)]
@@ -251,7 +249,7 @@ class VirtualCuda(TorchFunctionMode):
                     f"Expected all tensors to be on the same device, but found at least two devices, cuda:0 and "
                     f"cpu! ({_name(func)}: cpu tensor of shape {tuple(stray[0].shape)}; virtual CUDA)")
         out = func(*args, **kwargs)
-        if (tagged and func not in _CROSS_DEVICE) or to_cuda:
+        if to_cuda or (not explicit and tagged and func not in _CROSS_DEVICE):
             for t in _tensors(out, []):
                 _tag(t)
         return out
@@ -260,8 +258,8 @@ class VirtualCuda(TorchFunctionMode):
     def _move(func, args, kwargs):
         src = args[0]
         if func is torch.Tensor.cuda:
-            target, rest, kw = "cuda", (), {k: v for k, v in kwargs.items() if k not in ("device",)}
-            out = src.to("cpu", **{k: v for k, v in kw.items() if k in ("non_blocking", "memory_format")})
+            target = "cuda"
+            out = src.to("cpu", **{k: v for k, v in kwargs.items() if k in ("non_blocking", "memory_format")})
         elif func is torch.Tensor.cpu:
             target = "cpu"
             out = func(*args, **kwargs)

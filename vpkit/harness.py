@@ -174,31 +174,6 @@ def is_current(name: str, *, parameters: dict, results_root: str | Path | None =
     return diff.returncode == 0 and not untracked
 
 
-def _dry_runs(ap, args, names) -> int:
-    """``replicate --dry-run``: every named notebook's paper profile as a dry run, into a scratch folder."""
-    if args.profile != "paper":
-        ap.error(f"--dry-run is a dry run of the paper profile; got --profile {args.profile}")
-    root = Path(args.results or DRY_RUN_ROOT)
-    mode = "device" if args.real_device else "virtual_cuda"
-    rows = []
-    for i, n in enumerate(names, 1):
-        t0 = time.time()
-        try:
-            params = {**({"precision": args.precision} if args.precision else {}), **parse_sets(args.sets, n)}
-            print(f"[{i}/{len(names)}] {n}: paper-shape dry run ({mode})", flush=True)
-            out = run_notebook(n, profile="paper", results_root=root, parameters=params or None, dry_run=mode)
-        except ValueError as e:
-            ap.error(str(e))
-        except NotebookFailed as e:
-            print(f"FAILED: {e}", file=sys.stderr)
-            print(summary_table(rows))
-            return 1
-        rows.append(_summary_row(n, out.parent, time.time() - t0))
-        print(f"[{i}/{len(names)}] {n} dry run done in {time.time() - t0:.0f}s -> {out.parent}", flush=True)
-    print(summary_table(rows))
-    return 0
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vpkit", description=__doc__,
                                  epilog="parameter sweeps (local or Ray): python3 -m vpkit sweep --help",
@@ -275,9 +250,10 @@ def main(argv=None) -> int:
             ap.error(f"unknown notebook {n!r}; known: {list(NOTEBOOKS)}")
     if args.real_device and not args.dry_run:
         ap.error("--real-device needs --dry-run")
-    if args.dry_run:
-        return _dry_runs(ap, args, names)
-    args.results = args.results or str(REPO_ROOT / "results")
+    if args.dry_run and args.profile != "paper":
+        ap.error(f"--dry-run is a dry run of the paper profile; got --profile {args.profile}")
+    mode = ("device" if args.real_device else "virtual_cuda") if args.dry_run else None
+    args.results = args.results or str(DRY_RUN_ROOT if args.dry_run else REPO_ROOT / "results")
     summary = []
     for i, n in enumerate(names, 1):
         t0 = time.time()
@@ -285,20 +261,27 @@ def main(argv=None) -> int:
             params = {**({"precision": args.precision} if args.precision else {}), **parse_sets(args.sets, n)}
         except ValueError as e:
             ap.error(str(e))
-        if not args.force and is_current(n, parameters={"profile": args.profile, **params},
-                                         results_root=args.results):
+        if not args.dry_run and not args.force and is_current(n, parameters={"profile": args.profile, **params},
+                                                              results_root=args.results):
             print(f"[{i}/{len(names)}] {n}: results are current (same parameters, code unchanged); "
                   f"--force to re-run", flush=True)
             continue
-        print(f"[{i}/{len(names)}] {n} ({NOTEBOOKS[n]}) profile={args.profile}", flush=True)
+        what = f"paper-shape dry run ({mode})" if mode else f"({NOTEBOOKS[n]}) profile={args.profile}"
+        print(f"[{i}/{len(names)}] {n} {what}", flush=True)
         try:
-            out = run_notebook(n, profile=args.profile, results_root=args.results, parameters=params or None)
+            out = run_notebook(n, profile=args.profile, results_root=args.results, parameters=params or None,
+                               dry_run=mode)
+        except ValueError as e:
+            ap.error(str(e))
         except NotebookFailed as e:
             print(f"FAILED: {e}", file=sys.stderr)
             print(summary_table(summary))
             return 1
         summary.append(_summary_row(n, out.parent, time.time() - t0))
         print(f"[{i}/{len(names)}] {n} done in {time.time() - t0:.0f}s -> {out.parent}", flush=True)
+    if args.dry_run:
+        print(summary_table(summary))
+        return 0
     print(summary_table(summary))
     from .report import sync_summary
 

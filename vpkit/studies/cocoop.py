@@ -606,8 +606,8 @@ def step_times(vlm: VLM, fs: FeatureSet, *, k: int, seed: int, batch: int, repea
 def ablation_rows(vlm: VLM, fs: FeatureSet, b2n, models: dict, *, k: int, seeds, train_kw: dict, n_ctx: int,
                   ctx_init: str | None, init: bool, n_ctx_list, bigger: bool, progress: bool = True,
                   eval_text_chunk: int | None = None):
-    """CoCoOp Sec. 5 on one dataset, for every seed: phrase vs random initialisation (both methods), context
-    length (random init, both methods), and a "bigger CoOp" (random init) with as many context vectors as match
+    """CoCoOp's further analysis on one dataset, for every seed: phrase vs random initialisation (both methods),
+    context length (random init, both methods), and a "bigger CoOp" (random init) with as many context vectors as match
     CoCoOp's parameter count, capped by what the text tower's context length leaves after the longest class name.
     The phrase-initialised runs are the grid's (their outcomes are under ``b2n``) -> (rows, outcomes of the
     random-initialised runs)."""
@@ -1195,7 +1195,7 @@ def paper_claims(*, b2n, abl, cross, shift, step_summary, steps, eval_sets, outc
 
 
 def _ablation_claims(abl, out: dict, chance_of: dict) -> list:
-    """Initialisation, context length and the bigger CoOp (CoCoOp Sec. 5) on the ablation dataset."""
+    """Initialisation, context length and the bigger CoOp (CoCoOp's further analysis) on the ablation dataset."""
     from .. import stats
     from ..report import Claim
 
@@ -1256,7 +1256,8 @@ def _ablation_claims(abl, out: dict, chance_of: dict) -> list:
         dec, ours = stats.not_testable("this profile runs no phrase-vs-random initialisation ablation"), None
     claims.append(Claim("init_helps_cocoop_more", f"Initialising the context from 'a photo of a' instead of random "
                         f"vectors raises H more for CoCoOp than for CoOp (n_ctx {n0}; {at})",
-                        "CoCoOp Sec. 5 (initialisation study, shown as a plot; its numbers are not quoted here)",
+                        "CoCoOp's further analysis (initialisation study, shown as a plot; its numbers are not "
+                        "quoted here)",
                         ours, note=like + "; difference of the two H gains", decision=dec))
 
     # context length (random init): longest vs shortest
@@ -1273,7 +1274,8 @@ def _ablation_claims(abl, out: dict, chance_of: dict) -> list:
             dec, ours = stats.not_testable(f"this profile runs fewer than two {lab} context lengths"), None
         claims.append(Claim(f"longer_context_helps_new_{m}", f"A longer {lab} context gives higher new-class accuracy "
                             f"(longest vs shortest n_ctx, random init; {at})",
-                            "CoCoOp Sec. 5 (context-length study, shown as a plot; its numbers are not quoted here)",
+                            "CoCoOp's further analysis (context-length study, shown as a plot; its numbers are "
+                            "not quoted here)",
                             ours, note=like, decision=dec))
 
     # the bigger CoOp against CoCoOp, both random-initialised
@@ -1290,6 +1292,7 @@ def _ablation_claims(abl, out: dict, chance_of: dict) -> list:
         dec, ours = stats.not_testable("this profile runs no bigger CoOp with random-initialised CoCoOp beside it"), None
     claims.append(Claim("bigger_coop_below_cocoop", "A bigger CoOp (as many context vectors as CoCoOp has parameters, "
                         f"capped by the text tower's context length) stays below CoCoOp on H, both random-initialised "
-                        f"({at})", "CoCoOp Sec. 5 (CoCoOp vs a bigger CoOp; its numbers are not quoted here)", ours,
+                        f"({at})", "CoCoOp's further analysis (CoCoOp vs a bigger CoOp; its "
+                        "numbers are not quoted here)", ours,
                         note=like + "; the same (random) initialisation for both", decision=dec))
     return claims
