@@ -75,3 +75,61 @@ def test_settings_reject_unknown_and_keep_seeds():
     assert vp.settings("offline")["n_seeds"] >= 3 and vp.settings("smoke")["n_seeds"] == 1
     with pytest.raises(Exception, match="n_sed|allowed|unknown"):
         vp.settings("offline", n_sed=2)
+
+
+def _summary():
+    rows = []
+    for name, gap in (("a", 0.1), ("b", 0.2)):
+        for p, chosen, g in ((f"{name}_inv", True, gap), (name, False, gap + 0.05)):
+            for s in SEEDS:
+                rows.append({"dataset": name, "point": p, "chosen": chosen, "seed": s, "gap": g, "tp_zero_shot": 0.2,
+                             "vp_tp": 0.3 + 0.01 * s, "gain": 0.1 + 0.01 * s, "probe_features": 0.6 + 0.02 * s,
+                             "chance": 0.1, "n_test": 200})
+    main = pd.DataFrame(rows)
+    return main, vp.seed_summary(main, ["dataset", "point", "chosen"], ["tp_zero_shot", "vp_tp", "gain",
+                                                                        "probe_features", "gap"])
+
+
+def test_percent_table_scales_accuracies_and_their_intervals_only():
+    _, summary = _summary()
+    pct = vp.percent_table(summary)
+    for c in ("tp_zero_shot", "vp_tp_lo", "gain_hi", "gap"):
+        assert np.allclose(pct[c], 100 * summary[c])
+    assert (pct.n_seeds == summary.n_seeds).all() and (pct.point == summary.point).all()
+    widths = pd.DataFrame({"prompt_size": [2, 8], "seed": [0, 0], "acc": [0.15, 0.22], "trainable": [10, 20]})
+    assert vp.percent_table(widths).prompt_size.tolist() == [2, 8]
+
+
+def test_figures_use_percent_no_text_labels_and_template_shades():
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.colors import to_hex
+
+    from vpkit import plots
+
+    main, summary = _summary()
+    fig = vp.baselines_figure(summary, main, model="test")
+    ax = fig.axes[0]
+    assert ax.get_ylim() == (0, 100)
+    from matplotlib.container import ErrorbarContainer
+
+    tp_err = next(c for c in ax.containers if isinstance(c, ErrorbarContainer)).lines[2][0].get_segments()
+    # TP: the binomial interval over the test images, not the zero-width seed interval
+    assert all(a[1] < 20 < b[1] and b[1] - a[1] > 5 for a, b in tp_err)  # TP is 20% on every seed
+
+    fig = vp.gain_gap_figure(summary, gap_model="Lite0")
+    ax = fig.axes[0]
+    assert not ax.texts, "points are told apart by marker and fill in a legend, not by text labels"
+    assert "95%" in ax.get_title() and ax.get_legend() is not None
+    assert max(ax.get_xlim()) > 20  # the gap in %
+
+    tmpl = vp.seed_summary(pd.DataFrame({"template": ["padding", "fixed_patch", "random_patch"] * 3,
+                                         "prompt_size": [8, 16, 16] * 3, "seed": np.repeat(SEEDS, 3),
+                                         "acc": np.linspace(0.1, 0.3, 9)}), ["template", "prompt_size"], ["acc"])
+    wid = vp.seed_summary(pd.DataFrame({"prompt_size": [2, 8] * 3, "seed": np.repeat(SEEDS, 2),
+                                        "acc": np.linspace(0.1, 0.3, 6)}), "prompt_size", ["acc"])
+    fig = vp.templates_widths_figure(tmpl, wid, baseline=0.12, point="a_inv", image_size=64, main_width=8, chance=0.1)
+    bars = [to_hex(p.get_facecolor()) for p in fig.axes[0].patches]
+    others = {plots.method_color(m) for m in ("linear_probe", "lwf", "tp", "full")}
+    assert len(set(bars)) == 3 and not set(bars) & others
+    assert bars[0] == to_hex(plots.method_color("vp_tp"))

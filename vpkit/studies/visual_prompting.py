@@ -34,9 +34,10 @@ PAPER_CLASSNAMES = {"clevr_count": [f"{n} objects" for n in range(3, 11)]}
 
 
 # 02: visual prompting (Bahng et al. 2022). Offline: the offline VLM at 64 px, padding 8 px (~30/224), 100
-# training images per dataset, 5 epochs of Adam, 3 seeds (each draws its own training images and prompt init; the
-# test images are fixed, so every comparison is paired); a validation split (n_val) chooses the vision-only label
-# mapping.
+# training images per dataset, 5 epochs of Adam at lr 0.1, 3 seeds (each draws its own training images and prompt
+# init; the test images are fixed, so every comparison is paired); a validation split (n_val) chooses the
+# vision-only label mapping, and only that: lr 0.1 was set by hand when the study was first written (f3c1211) and
+# has not been tuned (no learning-rate search runs here).
 # Paper (hjbahng/visual_prompting main_clip.py / main_vision.py): CLIP ViT-B/32 (OpenAI weights, QuickGELU) at
 # 224 px with CLIP's resize + centre crop, padding prompt 30 px (the template ablation's patches 50 px and the
 # widths 1-50 px of the Sec. 5.1 ablations), SGD lr 40, momentum 0.9, no
@@ -438,6 +439,170 @@ def seed_summary(df, by, cols) -> "pd.DataFrame":
     return pd.DataFrame(out)
 
 
+# Tables and figures in percent (issue 16, item 5): accuracies, their gains and the gap (1 - mean max-softmax, a
+# share of probability mass) are stored 0-1 by the runs and shown x 100 with one decimal; the per-seed
+# ``main_vlm`` table that :func:`claims_from_results` reads keeps the runs' 0-1 values.
+PERCENT_COLUMNS = ("tp_zero_shot", "vp_tp", "gain", "probe_features", "probe_embedding", "gap", "chance",
+                   "unprompted", "vp", "val_acc", "acc", "train_acc")
+# Names a reader meets in the figures (the plots module's project-wide labels are not used here yet).
+LABELS = {"tp": "TP zero-shot", "vp_tp": "VP+TP", "linear_probe": "linear probe",
+          "padding": "padding", "fixed_patch": "fixed patch", "random_patch": "random patch",
+          "fashion_mnist": "Fashion-MNIST", "mnist5k": "MNIST-5k", "digits": "digits (sklearn)"}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
+
+
+def percent_table(df, columns=PERCENT_COLUMNS) -> "pd.DataFrame":
+    """A copy of ``df`` with ``columns`` (and their ``_lo`` / ``_hi`` interval columns) x 100, for tables that
+    readers compare in percent (write it with ``floatfmt=".1f"``); other columns unchanged."""
+    out = df.copy()
+    for c in out.columns:
+        if c in columns or (c.endswith(("_lo", "_hi")) and c[:-3] in columns):
+            out[c] = 100 * out[c].astype(float)
+    return out
+
+
+def _label(name: str) -> str:
+    return LABELS.get(name, name)
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _template_colors(n: int = 3) -> list:
+    """The prompt templates are variants of one method (VP+TP): shades of its project colour, darkest first."""
+    from matplotlib.colors import to_rgb
+
+    from ..plots import method_color
+
+    base = np.array(to_rgb(method_color("vp_tp")))
+    return [tuple(base + (1 - base) * f) for f in np.linspace(0.0, 0.6, n)]
+
+
+def _err(df, col):
+    """Asymmetric error bars (percent) from ``<col>_lo`` / ``<col>_hi``."""
+    return np.vstack([df[col] - df[f"{col}_lo"], df[f"{col}_hi"] - df[col]]) * 100
+
+
+def baselines_figure(summary, main, *, model: str):
+    """TP zero-shot, VP+TP and the linear probe per dataset (chosen polarity), in %. VP+TP and the probe: the mean
+    over seeds with the 95% t-interval of the mean (:func:`seed_summary`). TP has no trained part and the test
+    images are fixed, so its accuracy is the same on every seed (a zero-width seed interval): its bar shows the
+    exact binomial (Clopper-Pearson) 95% interval over the test images instead."""
+    from scipy.stats import binomtest
+
+    from ..plots import _plt, method_color
+
+    plt = _plt()
+    ch = summary[summary.chosen].reset_index(drop=True)
+    n_test = main.groupby("point").n_test.first()
+    n_seeds = int(summary.n_seeds.max())
+    tp_ci = []
+    for r in ch.itertuples():
+        n = int(n_test[r.point])
+        ci = binomtest(int(round(r.tp_zero_shot * n)), n).proportion_ci(confidence_level=0.95, method="exact")
+        tp_ci.append((r.tp_zero_shot - ci.low, ci.high - r.tp_zero_shot))
+    bars = [("tp", "tp_zero_shot", 100 * np.array(tp_ci).T,
+             f"{_label('tp')} (same on every seed;\nexact binomial 95% over the test images)"),
+            ("vp_tp", "vp_tp", _err(ch, "vp_tp"), f"{_label('vp_tp')} (95% t-interval over {_seeds(n_seeds)})"),
+            ("linear_probe", "probe_features", _err(ch, "probe_features"),
+             f"{_label('linear_probe')} (95% t-interval over {_seeds(n_seeds)})")]
+    fig, ax = plt.subplots(figsize=(7.8, 3.3))
+    w = 0.26
+    for j, (m, col, err, label) in enumerate(bars):
+        ax.bar(np.arange(len(ch)) + (j - 1) * w, 100 * ch[col], w, yerr=err, capsize=3, color=method_color(m),
+               label=label)
+    ax.axhline(100 * float(main.chance.iloc[0]), color="black", ls=":", lw=1, label="chance")
+    ax.set_xticks(range(len(ch)), [f"{_label(d)}\n({p})" for d, p in zip(ch.dataset, ch.point)])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{model} VLM, chosen polarity: mean over {_seeds(n_seeds)} (n test images: "
+                 f"{', '.join(str(int(n_test[p])) for p in ch.point)})", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def gain_gap_figure(summary, *, gap_model: str):
+    """Gain of VP+TP over TP (points) against the gap (%), one point per dataset and polarity: the dataset by
+    marker shape, the polarity by fill (filled: as stored, open: inverted, ``_inv``), a thin line joining a
+    dataset's two polarities; error bars are the 95% t-interval of the mean gain over seeds. The colour is VP+TP's
+    (every point is a VP+TP gain); the legend sits outside the axes."""
+    from matplotlib.lines import Line2D
+
+    from ..plots import _plt, method_color
+
+    plt = _plt()
+    color = method_color("vp_tp")
+    n_seeds = int(summary.n_seeds.max())
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    handles = []
+    for k, (name, g) in enumerate(summary.groupby("dataset", sort=False)):
+        g = g.sort_values("gap")
+        marker = _MARKERS[k % len(_MARKERS)]
+        ax.plot(100 * g.gap, 100 * g.gain, color="0.6", lw=0.9, zorder=1)
+        for r in g.itertuples():
+            inv = str(r.point).endswith("_inv")
+            ax.errorbar(100 * r.gap, 100 * r.gain, yerr=[[100 * (r.gain - r.gain_lo)], [100 * (r.gain_hi - r.gain)]],
+                        fmt=marker, ms=7, mew=1.5, color=color, mfc="white" if inv else color, mec=color,
+                        ecolor=color, elinewidth=1, capsize=3, zorder=2)
+        handles.append(Line2D([], [], ls="", marker=marker, ms=7, color="0.3", label=_label(name)))
+    handles += [Line2D([], [], ls="", marker="o", ms=7, color=color, label="original polarity (filled)"),
+                Line2D([], [], ls="", marker="o", ms=7, color=color, mfc="white", mew=1.5,
+                       label="inverted, _inv (open)"),
+                Line2D([], [], color="0.6", lw=0.9, label="joins a dataset's\ntwo polarities")]
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel(f"gap: 1 - mean max-softmax of the frozen {gap_model} (%)")
+    ax.set_ylabel(f"{_label('vp_tp')} - {_label('tp')} accuracy (points)")
+    ax.set_title(f"VP+TP gain vs distribution gap: mean over {_seeds(n_seeds)},\nerror bars: 95% t-interval of the "
+                 "mean over seeds", fontsize=9)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def templates_widths_figure(templates, widths, *, baseline: float, point: str, image_size: int,
+                            main_width: int, chance: float | None = None):
+    """Left: test accuracy (%) per prompt template (``templates``: :func:`seed_summary` by ``template`` and
+    ``prompt_size``), in shades of VP+TP's colour with hatches (the templates are variants of one method, not
+    other methods); right: accuracy against the padding width (``main_width``: the main runs' width, marked).
+    Dashed: TP zero-shot; dotted: chance. Error bars: the 95% t-interval of the mean over seeds."""
+    from ..plots import _plt, method_color
+
+    plt = _plt()
+    n_seeds = int(max(templates.n_seeds.max(), widths.n_seeds.max()))
+    fig, axes = plt.subplots(1, 2, figsize=(8.8, 3.2), sharey=True)
+    colors, hatches = _template_colors(len(templates)), ["", "//", ".."]
+    names = [f"{_label(t)}\n{'frame ' if t == 'padding' else ''}{int(p)} px" for t, p in
+             zip(templates.template, templates.prompt_size)]
+    axes[0].bar(names, 100 * templates.acc, yerr=_err(templates, "acc"), capsize=3, color=colors,
+                edgecolor=method_color("vp_tp"), hatch=hatches[:len(templates)], lw=1)
+    wid = widths.sort_values("prompt_size")
+    axes[1].errorbar(wid.prompt_size, 100 * wid.acc, yerr=_err(wid, "acc"), marker="o", color=method_color("vp_tp"),
+                     capsize=3, label=f"{_label('vp_tp')}, padding")
+    main_row = wid[wid.prompt_size == main_width]
+    if len(main_row):
+        axes[1].plot(main_row.prompt_size, 100 * main_row.acc, ls="", marker="o", ms=11, mfc="none",
+                     mec="black", label=f"the main runs' width ({main_width} px)")
+    axes[1].set_xticks(list(wid.prompt_size))
+    for ax in axes:
+        ax.axhline(100 * baseline, color=method_color("tp"), ls="--", lw=1,
+                   label=_label("tp") if ax is axes[0] else None)
+        if chance is not None:
+            ax.axhline(100 * chance, color="black", ls=":", lw=1, label="chance" if ax is axes[0] else None)
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].set_title(f"templates on {point}", fontsize=9)
+    axes[1].set_xlabel(f"padding width (px, of {image_size})")
+    axes[1].set_title("padding-width ablation", fontsize=9)
+    fig.suptitle(f"mean over {_seeds(n_seeds)}, error bars: 95% t-interval of the mean over seeds", fontsize=9)
+    h0, l0 = axes[0].get_legend_handles_labels()
+    h1, l1 = axes[1].get_legend_handles_labels()
+    fig.legend(h0 + h1, l0 + l1, loc="lower center", ncol=4, fontsize=7, bbox_to_anchor=(0.5, -0.07))
+    fig.tight_layout()
+    return fig
+
+
 @torch.no_grad()
 def prompt_image_rows(prompters: dict, samples: dict, vlm):
     """Rows for :func:`vpkit.plots.image_grid`: each learned prompt on mid-grey, then added to a test image of its
@@ -650,4 +815,5 @@ def paper_cost(cfg: dict) -> dict:
 __all__ = ["task_data", "chosen_polarity", "loader", "text_classifier", "train_and_evaluate", "frozen_outputs",
            "gap_measure", "imagenet_logits", "linear_probes", "correlation", "mapping_from_logits", "predict",
            "run_datasets", "template_ablations", "run_study", "seed_summary", "prompt_image_rows",
-           "claims_from_results", "paper_data", "paper_cost", "PAPER_DATASETS", "DRY_RUN"]
+           "claims_from_results", "paper_data", "paper_cost", "percent_table", "baselines_figure", "gain_gap_figure",
+           "templates_widths_figure", "PAPER_DATASETS", "DRY_RUN"]
