@@ -170,11 +170,16 @@ def test_tables_and_figures_on_constructed_runs():
                           "acc": rng.uniform(0.2, 0.8)} for m in methods for k in SEEDS
                          for t in ("gaussian_noise", "contrast") for v in (1, 2, 3, 4, 5)])
     wide = study.accuracy_table(results, SETTINGS, methods)
-    assert list(wide.method) == methods and {"balanced", "balanced ±", "lt100 ±"} <= set(wide.columns)
+    pm = "± (95% CI half-width)"  # every interval column of the tables says what its ± is
+    assert list(wide.method) == methods and {"balanced %", f"balanced {pm}", f"lt100 {pm}"} <= set(wide.columns)
     row = wide.set_index("method").loc["full"]
-    assert row["balanced"] == pytest.approx(100 * results.query("method == 'full' and setting == 'balanced'").acc.mean())
+    assert row["balanced %"] == pytest.approx(100 * results.query("method == 'full' and setting == 'balanced'").acc.mean())
     mca = study.mca_table(corr, methods).set_index("method")
     assert mca.loc["linear", "mCA %"] == pytest.approx(100 * corr[corr.method == "linear"].acc.mean())
+    assert f"mCA {pm}" in mca.columns and list(study.per_type_table(corr, methods).columns) == [
+        "method", "gaussian_noise %", "contrast %"]
+    long = study.percent_table(corr, ["clean_acc", "acc"])
+    assert long["acc %"].tolist() == pytest.approx((100 * corr["acc"]).tolist()) and "acc" not in long
     h = study.headline(results, corr, SETTINGS)
     assert h["seeds"] == 3 and h["param_factor_full_over_protuning"] == pytest.approx(3383818 / 128306)
 
@@ -184,15 +189,38 @@ def test_tables_and_figures_on_constructed_runs():
     assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # legend outside the axes
     colours = {c.get_label(): c.lines[0].get_color() for c in ax.containers}  # one errorbar line per method
     from vpkit.plots import method_color
-    assert colours == {m: method_color(m) for m in methods}
+    assert colours == {study.label(m): method_color(m) for m in methods}  # readable names in the legend
+    assert "Pro-Tuning" in colours and "linear probe" in colours
+    xs = [c.lines[0].get_xdata()[1] for c in ax.containers]  # severity 1: the methods are dodged around the tick
+    assert len(set(xs)) == len(methods) and all(abs(x - 1) < 0.5 for x in xs)
     fig = study.figure_corruption_per_type(corr, methods=methods, chance=0.1, title="toy")
     leg = fig.axes[0].get_legend()
     assert leg.get_bbox_to_anchor().x0 > fig.axes[0].get_window_extent().x1 - 1
     fig = study.figure_accuracy_vs_params(results, corr, settings=SETTINGS, methods=methods)
     assert len(fig.axes) == len(SETTINGS) + 1 and not any(ax.texts for ax in fig.axes)  # a legend, no point labels
+    assert fig.axes[1].get_title().startswith("long tail, imbalance ratio")
     claims = [report.Claim("lt_beats_full", "s", "p", "o", decision=stats.compare(flags(0.7, (3, 50), 1),
                                                                                  flags(0.5, (3, 50), 2)).scaled())]
-    assert study.figure_claim_margins(claims).axes[0].get_yticklabels()[0].get_text() == "lt_beats_full"
+    ax = study.figure_claim_margins(claims).axes[0]
+    assert ax.get_yticklabels()[0].get_text() == "lt_beats_full"
+    paper = [ln for ln in ax.lines if ln.get_marker() == "x"]  # the paper's mark is black, not a verdict colour
+    assert paper and all(ln.get_color() == "k" for ln in paper)
+
+
+def test_labels_are_readable():
+    assert [study.label(x) for x in ("protuning", "partial_1", "linear", "lt50", "vit_protuning", "zoom_blur")] == [
+        "Pro-Tuning", "partial-1", "linear probe", "long tail, imbalance ratio 50", "ViT: Pro-Tuning", "zoom blur"]
+
+
+def test_prompt_block_maps_explain_the_ratio():
+    import torch
+    maps = [{"stage": i, "module": f"blocks.{i}", "feature": torch.randn(4, 3, 8 >> i, 8 >> i),
+             "prompt": 0.1 * torch.randn(4, 3, 8 >> i, 8 >> i), "relative_norm": 0.1} for i in range(4)]
+    fig = study.figure_prompt_block_maps(maps, torch.rand(8, 8), blend=lambda f, p: f + p, n_images=4)
+    titles = [a.get_title() for a in fig.axes]
+    assert "stage 1 (blocks.0) output" in titles[1] and any("10.0%" in t for t in titles)
+    assert not any(t.startswith("blocks.") for t in titles)  # stage numbers, module names only in brackets
+    assert "relative to the frozen stage output" in fig.texts[-1].get_text()
 
 
 def test_run_grid_pairs_seeds_on_one_test_set(monkeypatch):

@@ -410,10 +410,26 @@ def corruption_tables(kept: dict, test: ImageSet, suite: CorruptionSuite, backbo
     return pd.DataFrame(rows), outcomes
 
 
+# Every table of notebook 03 reports accuracies in percent (``<column> %``); an interval column is named
+# ``<column> ± (95% CI half-width)``: the half-width of the 95% t-interval of the mean over seeds (mean ± it is that
+# interval), never a standard deviation.
+PM = "± (95% CI half-width)"
+
+
+def percent_table(df, columns):
+    """A copy of ``df`` for writing, with the accuracy ``columns`` (fractions) in percent and renamed ``<col> %``
+    (the notebook keeps the fractions in memory; presentation only)."""
+    out = df.copy()
+    for c in columns:
+        if c in out:
+            out[c] = 100 * out[c]
+    return out.rename(columns={c: f"{c} %" for c in columns})
+
+
 def mca_table(corr, methods=None):
     """Per method, in percent: mean over seeds of clean accuracy, mCA (mean over corruption types and severities)
     and relative mCA (mCA / clean accuracy), each with the half-width of the 95% t-interval of that mean over
-    seeds (``<column> ±``)."""
+    seeds (``<column> ± (95% CI half-width)``, :data:`PM`)."""
     import pandas as pd
 
     from ..plots import interval_of_mean
@@ -425,7 +441,7 @@ def mca_table(corr, methods=None):
         r = {"method": m, "seeds": len(d)}
         for col in ("clean", "mCA", "relative_mCA"):
             lo, hi = interval_of_mean(100 * d[col])
-            r.update({f"{col} %": 100 * d[col].mean(), f"{col} ±": (hi - lo) / 2})
+            r.update({f"{col} %": 100 * d[col].mean(), f"{col} {PM}": (hi - lo) / 2})
         rows.append(r)
     out = pd.DataFrame(rows).set_index("method")
     order = [m for m in (methods or list(dict.fromkeys(corr["method"]))) if m in out.index]
@@ -433,16 +449,19 @@ def mca_table(corr, methods=None):
 
 
 def per_type_table(corr, methods=None):
-    """Method x corruption type: accuracy in percent, mean over severities and seeds."""
+    """Method x corruption type: accuracy in percent (``<type> %``), mean over severities and seeds."""
     t = 100 * corr.pivot_table(index="method", columns="corruption", values="acc", aggfunc="mean")
     t = t[list(dict.fromkeys(corr["corruption"]))]
     order = [m for m in (methods or list(t.index)) if m in t.index]
-    return t.loc[order].reset_index()
+    t = t.loc[order].reset_index()
+    t.columns.name = None
+    return t.rename(columns={c: f"{c} %" for c in t.columns if c != "method"})
 
 
 def accuracy_table(results, settings, methods=None):
-    """Method x setting table in percent: mean test accuracy over seeds and the 95% t-interval half-width of that
-    mean (``<setting> ±``), with the trainable parameters, their share of the backbone and the chosen lr."""
+    """Method x setting table in percent: mean test accuracy over seeds (``<setting> %``) and the half-width of the
+    95% t-interval of that mean (``<setting> ± (95% CI half-width)``, :data:`PM`), with the trainable parameters,
+    their share of the backbone and the chosen lr."""
     import pandas as pd
 
     from ..plots import interval_of_mean
@@ -457,7 +476,7 @@ def accuracy_table(results, settings, methods=None):
         for s in settings:
             a = 100 * d.loc[d.setting == s, "acc"]
             lo, hi = interval_of_mean(a)
-            r[s], r[f"{s} ±"] = a.mean(), (hi - lo) / 2
+            r[f"{s} %"], r[f"{s} {PM}"] = a.mean(), (hi - lo) / 2
         rows.append(r)
     return pd.DataFrame(rows)
 
@@ -822,8 +841,34 @@ def verdict_summary(claims) -> str:
 
 # ----------------------------------------------------------------------------------------------------------
 # Figures of notebook 03 (one colour per method: vpkit.plots.method_color; error bars: the 95% t-interval of the
-# mean over seeds, vpkit.plots.interval_of_mean)
+# mean over seeds, vpkit.plots.interval_of_mean; legends and titles use the readable names of :func:`label`)
 # ----------------------------------------------------------------------------------------------------------
+
+# Readable names for figures (tables and files keep the ids). TODO(lead): point at plots.METHOD_LABELS /
+# plots.method_label once those exist, keeping the setting and corruption names here.
+_LABELS = {
+    "linear": "linear probe", "full": "full fine-tuning", "partial_1": "partial-1", "partial_2": "partial-2",
+    "bias": "bias (BitFit)", "adapter": "adapter", "side": "side tuning", "protuning": "Pro-Tuning",
+    "balanced": "balanced",
+}
+
+
+def label(name: str) -> str:
+    """The readable name of a method, training setting or corruption for figures: ``protuning`` -> ``Pro-Tuning``,
+    ``lt50`` -> ``long tail, imbalance ratio 50``, ``vit_linear`` -> ``ViT: linear probe``,
+    ``gaussian_noise`` -> ``gaussian noise``; unknown names with ``_`` as spaces."""
+    import re
+
+    name = str(name)
+    if name in _LABELS:
+        return _LABELS[name]
+    if name.startswith("vit_"):
+        return "ViT: " + label(name[4:])
+    m = re.fullmatch(r"lt(\d+)", name)
+    if m:
+        return f"long tail, imbalance ratio {m.group(1)}"
+    return name.replace("_", " ")
+
 
 def _mean_and_err(values) -> tuple[float, float, float]:
     from ..plots import interval_of_mean
@@ -836,6 +881,14 @@ def _mean_and_err(values) -> tuple[float, float, float]:
 
 def _legend_right(ax, **kw):
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False, **kw)
+
+
+def figure_class_profiles(counts):
+    """Training images per class (log) of each training set (columns of ``counts``: setting ids), with the
+    settings' readable names in the legend (:func:`vpkit.plots.class_profiles`)."""
+    from ..plots import class_profiles
+
+    return class_profiles(counts.rename(columns=label))
 
 
 def figure_corruption_per_type(corr, *, methods, chance: float | None, title: str):
@@ -855,10 +908,10 @@ def figure_corruption_per_type(corr, *, methods, chance: float | None, title: st
         stats_ = [_mean_and_err(100 * per_seed.loc[(m, t)]) for t in types]
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, [s[0] for s in stats_], width, color=method_color(m),
                yerr=np.array([[s[1] for s in stats_], [s[2] for s in stats_]]), error_kw={"lw": 0.8, "ecolor": "#333333"},
-               label=m)
+               label=label(m))
     if chance is not None:
         ax.axhline(100 * chance, color="k", ls="--", lw=0.8, label="chance")
-    ax.set_xticks(x, types, rotation=30, ha="right")
+    ax.set_xticks(x, [label(t) for t in types], rotation=30, ha="right")
     n_seeds = corr["seed"].nunique()
     ax.set(ylabel="accuracy % (mean over 5 severities)", ylim=(0, 100),
            title=f"{title} (error bars: 95% interval of the mean over {n_seeds} seeds)")
@@ -868,7 +921,8 @@ def figure_corruption_per_type(corr, *, methods, chance: float | None, title: st
 
 def figure_severity(corr, *, methods, chance: float | None):
     """Accuracy (mean over corruption types) against severity, severity 0 = clean, one line per method with the
-    95% interval of the mean over seeds; integer ticks only; dashed line: chance."""
+    95% interval of the mean over seeds; the methods are dodged a little in x (so their error bars do not sit on
+    top of each other) around integer ticks; dashed line: chance."""
     import matplotlib.pyplot as plt
 
     from ..plots import method_color
@@ -877,17 +931,23 @@ def figure_severity(corr, *, methods, chance: float | None):
     per_seed = corr.groupby(["method", "severity", "seed"])["acc"].mean()
     clean = corr.groupby(["method", "seed"])["clean_acc"].first()
     sev = sorted(corr["severity"].unique())
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    for m in methods:
+    xs = np.array([0, *sev], dtype=float)
+    step = 0.5 / max(len(methods), 1)  # the methods share half of the gap between two ticks
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for i, m in enumerate(methods):
         pts = [_mean_and_err(100 * clean.loc[m])] + [_mean_and_err(100 * per_seed.loc[(m, s)]) for s in sev]
-        ax.errorbar([0, *sev], [p[0] for p in pts], yerr=np.array([[p[1] for p in pts], [p[2] for p in pts]]),
+        ax.errorbar(xs + (i - (len(methods) - 1) / 2) * step, [p[0] for p in pts],
+                    yerr=np.array([[p[1] for p in pts], [p[2] for p in pts]]),
                     marker="*" if m == "protuning" else "o", ms=8 if m == "protuning" else 4, color=method_color(m),
-                    capsize=2, lw=1.2, label=m)
+                    capsize=2, lw=1.2, elinewidth=0.9, label=label(m))
     if chance is not None:
         ax.axhline(100 * chance, color="k", ls="--", lw=0.8, label="chance")
-    ax.set_xticks([0, *sev], ["clean", *[str(int(s)) for s in sev]])
-    ax.set(xlabel="corruption severity", ylabel="accuracy % (mean over types)", ylim=(0, 100),
-           title="Accuracy vs corruption severity (95% interval over seeds)")
+    ax.set_xticks(xs, ["clean", *[str(int(s)) for s in sev]])
+    ax.set(xlabel="corruption severity (methods side by side around each tick)",
+           ylabel="accuracy % (mean over types)", ylim=(0, 100),
+           title=f"Accuracy vs corruption severity (error bars: 95% interval of the mean over "
+                 f"{corr['seed'].nunique()} seeds)")
+    ax.title.set_fontsize(10)
     _legend_right(ax)
     return fig
 
@@ -903,9 +963,9 @@ def figure_accuracy_vs_params(results, corr, *, settings, methods, chance: float
 
     methods = [m for m in methods if m in set(results["method"])]
     params = results.groupby("method")["trainable_params"].first()
-    panels = [(s, results[results.setting == s].groupby(["method", "seed"])["acc"].first()) for s in settings]
+    panels = [(label(s), results[results.setting == s].groupby(["method", "seed"])["acc"].first()) for s in settings]
     if len(corr):
-        panels.append(("corruption: mCA", corr.groupby(["method", "seed"])["acc"].mean()))
+        panels.append(("corruption: mean corruption\naccuracy (mCA)", corr.groupby(["method", "seed"])["acc"].mean()))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2), squeeze=False, sharey=True)
     for ax, (name, acc) in zip(axes.flat, panels):
         for m in methods:
@@ -916,11 +976,12 @@ def figure_accuracy_vs_params(results, corr, *, settings, methods, chance: float
                         marker="*" if m == "protuning" else "o", ms=11 if m == "protuning" else 6, ls="none")
         if chance is not None:
             ax.axhline(100 * chance, color="k", ls="--", lw=0.8)
-        ax.set(xscale="log", xlabel="trainable parameters", title=name)
+        ax.set(xscale="log", xlabel="trainable parameters")
+        ax.set_title(name, fontsize=10)
     axes[0, 0].set_ylabel("test accuracy % (mean over seeds)")
     axes[0, 0].set_ylim(0, 100)
     handles = [Line2D([], [], color=method_color(m), marker="*" if m == "protuning" else "o", ls="none",
-                      ms=10 if m == "protuning" else 6, label=m) for m in methods]
+                      ms=10 if m == "protuning" else 6, label=label(m)) for m in methods]
     if chance is not None:
         handles.append(Line2D([], [], color="k", ls="--", lw=0.8, label="chance"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.08), frameon=False,
@@ -931,9 +992,51 @@ def figure_accuracy_vs_params(results, corr, *, settings, methods, chance: float
     return fig
 
 
+def figure_prompt_block_maps(maps: list[dict], image, *, blend, n_images: int, max_stages: int = 5):
+    """What a prompt block adds, for one test image: per stage (columns) the frozen feature map $x_i$, the prompt
+    $P_i(x_i)$ (diverging colours, symmetric around 0) and the blended $\\tilde x_i$, each the mean over channels.
+    The prompt's title gives $\\lVert P_i(x_i)\\rVert / \\lVert x_i\\rVert$ in percent: the Frobenius norm of the
+    prompt over that of the stage's output, over the whole batch of ``n_images`` images the maps were recorded on
+    (``maps`` from :func:`vpkit.prompts.protuning.prompt_maps`, ``blend(feature, prompt)`` the blend used). Stages
+    are numbered from 1 with the hooked module in brackets (e.g. ``blocks.0``); stages with 1x1 maps are left out."""
+    import matplotlib.pyplot as plt
+
+    def arr(t):  # matplotlib wants arrays, not tensors
+        return t.detach().cpu().float().numpy() if hasattr(t, "detach") else np.asarray(t)
+
+    show = [d for d in maps if d["feature"].shape[-1] > 1][:max_stages] or maps[:max_stages]
+    fig, axes = plt.subplots(3, len(show) + 1, figsize=(2.3 * (len(show) + 1), 7.0), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[1, 0].imshow(arr(image), cmap="gray")
+    axes[1, 0].set_title("input image", fontsize=8)
+    for j, d in enumerate(show, 1):
+        i = d["stage"] + 1
+        f, p = d["feature"][0].mean(0), d["prompt"][0].mean(0)
+        lim = float(p.abs().max()) or 1.0
+        c, h, w = d["feature"].shape[1:]
+        axes[0, j].imshow(arr(f), cmap="viridis")
+        axes[0, j].set_title(f"stage {i} ({d['module']}) output\n$x_{{{i}}}$: {c} channels, {h}x{w}", fontsize=8)
+        axes[1, j].imshow(arr(p), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        axes[1, j].set_title(f"prompt $P_{{{i}}}(x_{{{i}}})$\n$\\|P_{{{i}}}\\| / \\|x_{{{i}}}\\|$ = "
+                             f"{100 * d['relative_norm']:.1f}%", fontsize=8)
+        axes[2, j].imshow(arr(blend(d["feature"][0], d["prompt"][0]).mean(0)), cmap="viridis")
+        nxt = f"stage {i + 1}" if i < len(maps) else "the head"
+        axes[2, j].set_title(f"blended $\\tilde x_{{{i}}}$ (input of {nxt})", fontsize=8)
+    shown = ", ".join(str(d["stage"] + 1) for d in show)
+    fig.suptitle(f"Pro-Tuning prompt blocks, stages {shown} of {len(maps)}: stage output, prompt, blended "
+                 "(each the mean over channels, one test image)", fontsize=10)
+    fig.text(0.5, 0.02, "$\\|P_i\\| / \\|x_i\\|$: size of the prompt relative to the frozen stage output it is "
+             f"blended with (Frobenius norms over a batch of {n_images} test images);\nprompt colours: red positive, "
+             "blue negative, white 0 (colour range symmetric around 0 in each panel)", ha="center", va="bottom",
+             fontsize=8)
+    return fig
+
+
 def figure_claim_margins(claims):
-    """Every claim with an accuracy margin: the margin (points) and its 95% interval, coloured by verdict; a red
-    cross marks the paper's own margin where one is quoted (:data:`PAPER_MARGIN`); the dashed line is 0."""
+    """Every claim with an accuracy margin: the margin (points) and its 95% interval, coloured by verdict; a black
+    cross marks the paper's own margin where one is quoted (:data:`PAPER_MARGIN`; a reference, not a verdict, so
+    not in a verdict colour); the dashed line is 0."""
     import matplotlib.pyplot as plt
 
     colours = {"holds": "#55a868", "does not hold": "#c44e52", "inconclusive": "#8c8c8c"}
@@ -945,7 +1048,7 @@ def figure_claim_margins(claims):
         ax.errorbar(d.margin, y, xerr=[[d.margin - d.ci_low], [d.ci_high - d.margin]], fmt="o",
                     color=colours.get(d.verdict, "k"), capsize=3)
         if c.id in PAPER_MARGIN:
-            ax.plot(PAPER_MARGIN[c.id], y, "x", color="red", ms=8, mew=2)
+            ax.plot(PAPER_MARGIN[c.id], y, "x", color="k", ms=8, mew=2)
     ax.axvline(0, color="k", ls="--", lw=0.8)
     if rows:  # accuracy points live in [-100, 100]; keep a degenerate (tiny-sample) interval from squashing the rest
         lo = min(min(c.decision.ci_low for c in rows), *PAPER_MARGIN.values(), 0)
@@ -954,11 +1057,11 @@ def figure_claim_margins(claims):
         ax.set_xlim(max(lo - pad, -100), min(hi + pad, 100))
     ax.set_yticks(range(len(rows)), [c.id for c in rows])
     ax.invert_yaxis()
-    ax.set_xlabel("Pro-Tuning minus baseline (points; weakest case for 'every' claims)")
-    handles = [plt.Line2D([], [], color=v, marker="o", ls="none", label=k) for k, v in colours.items()]
-    handles.append(plt.Line2D([], [], color="red", marker="x", ls="none", mew=2, label="paper's margin"))
+    ax.set_xlabel("Pro-Tuning minus baseline (accuracy points; weakest case for 'every' claims)")
+    handles = [plt.Line2D([], [], color=v, marker="o", ls="none", label=f"ours: {k}") for k, v in colours.items()]
+    handles.append(plt.Line2D([], [], color="k", marker="x", ls="none", mew=2, label="paper's margin\n(black x)"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
-    ax.set_title("Claims: margin and 95% interval")
+    ax.set_title("Claims: margin and 95% interval (colour = verdict)")
     return fig
 
 
