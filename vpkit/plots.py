@@ -11,32 +11,87 @@ def _plt():
     return plt
 
 
-# One colour per method across every figure of the project (issue 16, item 6). Names are the methods' table names;
-# any other name gets a fixed colour from its hash (never one that depends on the order of a legend).
-# keys in canonical form (lower case, "-" and " " as "_"; see method_color): "partial-2", "Partial 2" and
-# "partial_2" are one method with one colour
+# One colour per method across every figure of the project (issue 16, item 6): no two methods share a colour
+# (every pair of distinct colours at least ~18 CIELAB units apart: colour_distance), and a name that is not listed gets
+# a fixed colour from its hash, never one of these (nor one that depends on the order of a legend). Keys in canonical
+# form (lower case, "-" and " " as "_"; see method_color): "partial-2", "Partial 2" and "partial_2" are one method
+# with one colour; aliases of one method (linear / linear_probe, vpt_deep / deep, ...) share it.
 METHOD_COLORS = {
-    "linear": "#4c72b0", "linear_probe": "#4c72b0", "full": "#c44e52", "partial": "#8c8c8c", "partial_1": "#8c8c8c",
-    "partial_2": "#a6a6a6", "bias": "#937860", "bitfit": "#937860", "adapter": "#da8bc3", "side": "#ccb974",
+    # baselines on a frozen backbone (VPT, Pro-Tuning)
+    "linear": "#4c72b0", "linear_probe": "#4c72b0", "probe_features": "#4c72b0",
+    "full": "#c44e52", "partial": "#80cdc1", "partial_1": "#80cdc1", "partial_2": "#01665e",
+    "bias": "#937860", "bitfit": "#937860", "adapter": "#da8bc3", "side": "#ccb974",
+    # prompt methods
     "vpt_shallow": "#64b5cd", "shallow": "#64b5cd", "vpt_deep": "#dd8452", "deep": "#dd8452",
     "protuning": "#55a868", "pro_tuning": "#55a868",
+    # vision-language models (visual prompting, CoOp / CoCoOp)
     "zero_shot": "#7f7f7f", "tp": "#7f7f7f", "tp_zero_shot": "#7f7f7f",
-    "coop": "#4c72b0", "cocoop": "#dd8452", "vp_tp": "#dd8452", "vp": "#dd8452",
-    "l2p": "#4c72b0", "ft": "#c44e52", "finetune": "#c44e52", "lwf": "#8172b3",
+    "coop": "#6a3d9a", "cocoop": "#e7298a", "vp_tp": "#e6ab02", "vp": "#e6ab02",
+    # continual learning (L2P): sequential fine-tuning is not VPT's full fine-tuning, so it has its own colour
+    "l2p": "#0b3d6e", "ft": "#7b2d0a", "seq_ft": "#7b2d0a", "finetune": "#7b2d0a", "lwf": "#b8a0e0",
+    # representations of notebook 00_backbones (a backbone's random init: open bars hatched in its colour)
+    "raw_pixels": "#4d4d4d", "vit_s14_dinov2": "#4a7a2a", "efficientnet_lite0": "#f28e8e",
+    "vit_b16_in21k": "#4a7a2a", "resnet50": "#f28e8e",
 }
+
+# Readable names of the methods for legends and sentences (:func:`method_label`); same canonical keys as
+# METHOD_COLORS.
+METHOD_LABELS = {
+    "linear": "linear probe", "linear_probe": "linear probe", "probe_features": "linear probe",
+    "full": "full fine-tuning", "partial": "partial-1", "partial_1": "partial-1", "partial_2": "partial-2",
+    "bias": "BitFit (bias)", "bitfit": "BitFit (bias)", "adapter": "adapter", "side": "side-tuning",
+    "vpt_shallow": "VPT-shallow", "shallow": "VPT-shallow", "vpt_deep": "VPT-deep", "deep": "VPT-deep",
+    "protuning": "Pro-Tuning", "pro_tuning": "Pro-Tuning",
+    "zero_shot": "zero-shot", "tp": "TP", "tp_zero_shot": "TP (zero-shot)",
+    "coop": "CoOp", "cocoop": "CoCoOp", "coop_bigger": "bigger CoOp", "vp_tp": "VP+TP", "vp": "VP",
+    "l2p": "L2P", "ft": "sequential fine-tuning", "seq_ft": "sequential fine-tuning",
+    "finetune": "sequential fine-tuning", "lwf": "LwF", "joint": "joint training",
+    "raw_pixels": "raw pixels",
+}
+
+
+def _key(name) -> str:
+    return str(name).strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def method_label(name: str) -> str:
+    """The readable name of a method (``"vpt_deep"`` -> ``"VPT-deep"``; case-, hyphen- and space-insensitive);
+    an unknown name is returned as it is."""
+    return METHOD_LABELS.get(_key(name), str(name))
+
+
+def _lab(hex_colour: str) -> np.ndarray:
+    """CIELAB (D65) of ``"#rrggbb"``: distances in it approximate how different two colours look."""
+    c = np.array([int(hex_colour.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)])
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ c
+    f = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(f > 0.008856, np.cbrt(f), 7.787 * f + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def colour_distance(a: str, b: str) -> float:
+    """CIE76 distance of two ``"#rrggbb"`` colours (about 2: just noticeable; under ~15: easily confused)."""
+    return float(np.linalg.norm(_lab(a) - _lab(b)))
+
+
+# The colours of unknown names: a fixed list minus every colour too close to one of METHOD_COLORS.
+_FALLBACK = [c for c in ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
+                         "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
+                         "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+                         "#31a354", "#756bb1", "#636363", "#e6550d", "#fdae6b", "#a1d99b", "#9e9ac8", "#bdbdbd")
+             if min(colour_distance(c, m) for m in set(METHOD_COLORS.values())) >= 12]
 
 
 def method_color(name: str) -> str:
     """The project-wide colour of a method (case-, hyphen- and space-insensitive: ``"partial-2"`` and ``"partial_2"``
-    are one colour; unknown names: a fixed colour from a CRC of the name)."""
+    are one colour; unknown names: a fixed colour from a CRC of the name, never one of :data:`METHOD_COLORS`)."""
     import zlib
 
-    key = str(name).strip().lower().replace("-", "_").replace(" ", "_")
+    key = _key(name)
     if key in METHOD_COLORS:
         return METHOD_COLORS[key]
-    tab = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
-           "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5"]
-    return tab[zlib.crc32(key.encode()) % len(tab)]
+    return _FALLBACK[zlib.crc32(key.encode()) % len(_FALLBACK)]
 
 
 def method_palette(names) -> dict:
@@ -151,17 +206,16 @@ def templates_and_widths(templates, widths, *, baseline: float, point: str, imag
     present (the interval of the mean over seeds)."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(8.6, 3))
-    axes[0].bar(templates.template, templates.acc, yerr=_yerr(templates, "acc"), capsize=3,
-                color=["#dd8452", "#4c72b0", "#8172b3"][:len(templates)])
-    axes[0].axhline(baseline, color="grey", ls="--", lw=1, label="TP zero-shot")
+    vp, tp = method_color("vp_tp"), method_color("tp_zero_shot")  # the project's VP+TP and TP colours
+    axes[0].bar(templates.template, templates.acc, yerr=_yerr(templates, "acc"), capsize=3, color=vp)
+    axes[0].axhline(baseline, color=tp, ls="--", lw=1, label="TP zero-shot")
     if chance is not None:
         for ax in axes:
             ax.axhline(chance, color="black", ls=":", lw=1, label="chance" if ax is axes[0] else None)
     axes[0].set_ylabel("test accuracy")
     axes[0].set_title(f"templates on {point}", fontsize=9)
-    axes[1].errorbar(widths.prompt_size, widths.acc, yerr=_yerr(widths, "acc"), marker="o", color="#dd8452",
-                     capsize=3)
-    axes[1].axhline(baseline, color="grey", ls="--", lw=1)
+    axes[1].errorbar(widths.prompt_size, widths.acc, yerr=_yerr(widths, "acc"), marker="o", color=vp, capsize=3)
+    axes[1].axhline(baseline, color=tp, ls="--", lw=1)
     axes[1].set_xlabel(f"padding width (px, of {image_size})")
     axes[1].set_title("padding-width ablation", fontsize=9)
     fig.legend(loc="lower center", ncol=2, fontsize=7, bbox_to_anchor=(0.5, -0.06))
@@ -226,50 +280,6 @@ def class_profiles(counts):
     return fig
 
 
-def corruption_bars(corr, *, title: str):
-    """Accuracy per corruption type (mean over severities), one bar per method."""
-    import seaborn as sns
-
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(12, 3.6))
-    order = list(dict.fromkeys(corr["corruption"]))
-    sns.barplot(data=corr, x="corruption", y="acc", hue="method", order=order, errorbar=None, ax=ax, palette="deep")
-    ax.set(xlabel="", ylabel="accuracy (mean over 5 severities)", title=title)
-    ax.tick_params(axis="x", rotation=30)
-    ax.legend(ncol=4, fontsize=7)
-    return fig
-
-
-def severity_lines(corr):
-    """Accuracy (mean over corruption types) against severity, one line per method."""
-    import seaborn as sns
-
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    sns.lineplot(data=corr, x="severity", y="acc", hue="method", errorbar=None, marker="o", ax=ax, palette="deep")
-    ax.set(ylabel="accuracy (mean over types)", title="Accuracy vs corruption severity")
-    ax.legend(fontsize=7)
-    return fig
-
-
-def accuracy_vs_params(panels: list[tuple[str, dict]], params: dict, *, highlight: str | None = None, title: str = ""):
-    """One scatter panel per ``(title, {method: accuracy})`` with trainable parameters (log) on x."""
-    import seaborn as sns
-
-    plt = _plt()
-    methods = list(params.keys())
-    pal = dict(zip(methods, sns.color_palette("deep", len(methods))))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
-    for ax, (name, acc) in zip(axes.flat, panels):
-        for m, a in dict(acc).items():
-            ax.scatter(params[m], a, color=pal[m], s=40, marker="*" if m == highlight else "o")
-            ax.annotate(m, (params[m], a), fontsize=7, xytext=(3, 2), textcoords="offset points")
-        ax.set(xscale="log", xlabel="trainable parameters", title=name)
-    axes[0, 0].set_ylabel("test accuracy")
-    fig.suptitle(title, y=1.03)
-    return fig
-
-
 def feature_prompt_maps(maps: list[dict], image, *, blend, max_stages: int = 5):
     """Pro-Tuning's per-stage feature map, prompt and blended map (channel means) for one image;
     ``maps`` from :func:`vpkit.prompts.protuning.prompt_maps`, ``blend(feature, prompt)`` the blend used."""
@@ -305,54 +315,4 @@ def example_grid(suite: dict, *, per_row: int = 6, split: str = "train1000"):
             axes[r, j].set_title(str(ds.classes[ds.labels[j]])[:12], fontsize=7)
             axes[r, j].axis("off")
         axes[r, 0].text(-0.15, 0.5, task, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=8)
-    return fig
-
-
-def accuracy_and_cost(runs, per_method, mean_acc: dict, *, order: list[str], title: str):
-    """Left: test accuracy per task and method (bars, seed sd); right: mean accuracy (%) against the trainable
-    share of the backbone (log)."""
-    import seaborn as sns
-
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [3, 1.2]})
-    sns.barplot(data=runs, x="task", y="acc_test", hue="method", hue_order=order, ax=axes[0], errorbar="sd",
-                palette="deep")
-    axes[0].set_ylabel("test accuracy")
-    axes[0].set_xlabel("")
-    axes[0].legend(fontsize=7, ncol=4, loc="lower left")
-    axes[0].tick_params(axis="x", rotation=15)
-    pm = per_method.reset_index()
-    ys = [100 * mean_acc[m] for m in pm["method"]]
-    axes[1].scatter(pm["percent_of_backbone"], ys, c=sns.color_palette("deep", len(pm)))
-    for (_, r), y in zip(pm.iterrows(), ys):
-        axes[1].annotate(r["method"], (r["percent_of_backbone"], y), fontsize=7)
-    axes[1].set_xscale("log")
-    axes[1].set_xlabel("trainable % of backbone")
-    axes[1].set_ylabel("mean accuracy (%)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def ablation_bars(ab, studies, *, references: dict, title: str):
-    """One bar panel per study (``ab``: study, variant, acc) with dashed/dotted reference lines
-    (``references``: method -> accuracy from the main table)."""
-    import seaborn as sns
-
-    plt = _plt()
-    styles = {"vpt_deep": ("-", "C0"), "vpt_shallow": ("--", "k"), "linear": (":", "k")}
-    fig, axes = plt.subplots(1, len(studies), figsize=(3.0 * len(studies), 2.8), squeeze=False)
-    for ax, study in zip(axes[0], studies):
-        d = ab[ab.study == study]
-        if not len(d):
-            ax.axis("off")
-            continue
-        ax.bar(d["variant"], d["acc"], color=sns.color_palette("deep")[0], alpha=0.8)
-        for m, v in references.items():
-            ls, c = styles.get(m, ("-.", "grey"))
-            ax.axhline(v, ls=ls, c=c, lw=0.9, label=f"{m} (main table)")
-        ax.set_title(study, fontsize=9)
-        ax.set_ylabel("test accuracy" if study == list(studies)[0] else "")
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle(title, y=1.03)
     return fig

@@ -178,10 +178,12 @@ def bootstrap_statistic(fn, outcomes: dict, *, direction: str = ">", threshold: 
 
 
 def hierarchical_bootstrap(a, b=None, *, direction: str = ">", threshold: float = 0.0, margin: float | None = None,
-                           n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Decision:
+                           n_resamples: int = N_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                           seed_unit: str = "seeds") -> Decision:
     """``mean(a) - mean(b)`` for outcomes of shape (seeds, examples), all seeds on the same examples: resample
     seeds with replacement, then examples with replacement (the same example draw for ``a`` and ``b``, so pairs
-    are kept). ``b=None`` compares ``a`` alone with ``threshold``."""
+    are kept). ``b=None`` compares ``a`` alone with ``threshold``. ``seed_unit`` names the first level in the
+    ``test`` text (``"draws"`` when the rows are draws of the few-shot training images, not training seeds)."""
     a = _as_2d(a)
     b = np.zeros_like(a) if b is None else _as_2d(b)
     if a.shape != b.shape:
@@ -192,7 +194,7 @@ def hierarchical_bootstrap(a, b=None, *, direction: str = ">", threshold: float 
     means = _resampled_means({("test", "d"): a - b}, n_resamples=n_resamples, seed=seed)[("test", "d")]
     lo, hi = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
     return _decision((a - b).mean(), lo, hi, direction=direction, threshold=threshold, margin=margin, n_examples=n,
-                     n_seeds=s, test=f"hierarchical bootstrap: {s} seeds, then {n} examples (95%, percentile)")
+                     n_seeds=s, test=f"hierarchical bootstrap: {s} {seed_unit}, then {n} examples (95%, percentile)")
 
 
 def binomial_vs_chance(correct: int, n: int, chance: float) -> Decision:
@@ -259,9 +261,11 @@ def every(decisions: dict[str, Decision], *, what: str = "every case") -> Decisi
 
 def compare(a, b=None, **kw) -> Decision:
     """``mean(a) - mean(b)`` with the right interval for the shape of the outcomes: a paired bootstrap over examples
-    for one seed (1-D, or one row), the hierarchical bootstrap (seeds, then examples) for several."""
+    for one seed (1-D, or one row), the hierarchical bootstrap (seeds, then examples) for several; ``seed_unit``
+    (default ``"seeds"``) names what the rows are in the ``test`` text of the latter."""
     a2 = _as_2d(a)
     if a2.shape[0] == 1:
+        kw.pop("seed_unit", None)
         bb = np.zeros(a2.shape[1]) if b is None else _as_2d(b)[0]
         return paired_bootstrap(a2[0], bb, **kw)
     return hierarchical_bootstrap(a2, b, **kw)

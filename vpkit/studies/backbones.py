@@ -442,7 +442,8 @@ def claims_from_results(results_dir) -> list[Claim]:
                     f"{ds}/{name}/pretrained>raw/{k_claim}-shot",
                     f"{name} pretrained features beat raw pixels on {ds} with {k_claim} labelled images per class "
                     f"(linear probe; mean over {pk.shape[0]} draws of the training images)",
-                    paper=NO_PAPER, ours=f"{_pct(pk)} vs {_pct(rk)}", decision=stats.compare(pk, rk).scaled()))
+                    paper=NO_PAPER, ours=f"{_pct(pk)} vs {_pct(rk)}",
+                    decision=stats.compare(pk, rk, seed_unit="draws").scaled()))
     check = proto.get("precision_check")
     mixed = proto["mixed_precision"]
     statement = (f"{mixed if mixed != 'fp32' else 'bf16'} autocast feature extraction changes linear-probe "
@@ -472,6 +473,15 @@ def wide_table(probe, settings_order: list[str]):
     wide = wide[["dataset", "representation", *settings_order]]
     wide[settings_order] = (100 * wide[settings_order]).round(1)
     return wide.rename(columns={s: f"{s} (%)" for s in settings_order})
+
+
+def percent_table(probe):
+    """The long probe table with accuracy, interval and SD over draws in percent (``acc (%)``, ...): the table
+    readers compare (figures, headline and claims keep fractions)."""
+    out = probe.copy()
+    cols = [c for c in ("acc", "ci_low", "ci_high", "acc_sd") if c in out]
+    out[cols] = 100 * out[cols]
+    return out.rename(columns={c: f"{c} (%)" for c in cols})
 
 
 def headline(probe) -> dict:
@@ -538,8 +548,9 @@ def patch_pca_rgb(backbone, photos: list[np.ndarray], *, size: int) -> list[np.n
 # ----------------------------------------------------------------------------------------------------------
 
 def _rep_style(label: str) -> dict:
-    """One colour per backbone (:func:`vpkit.plots.method_color` of its name, the same in every figure); its
-    random init is an open bar hatched in that colour; raw pixels have their own colour."""
+    """One fixed colour per backbone (:func:`vpkit.plots.method_color` of its name, listed in
+    :data:`vpkit.plots.METHOD_COLORS`, the same in every figure); its random init is an open bar hatched in that
+    colour; raw pixels have their own colour (``raw_pixels``)."""
     from ..plots import method_color
 
     if label == rep_label(RAW):
@@ -552,8 +563,8 @@ def _rep_style(label: str) -> dict:
 
 def probe_figure(probe, *, settings_order: list[str], chance: float | dict = CHANCE):
     """Accuracy per setting, one panel per dataset, one bar per representation with its 95% interval
-    (t-interval over few-shot draws; Clopper-Pearson over test images for the one full-data probe); dotted:
-    chance (one value, or ``{dataset: chance}``); legend below the panels."""
+    (t-interval over few-shot draws; Clopper-Pearson over test images for the one full-data probe), in percent;
+    dotted: chance (one value, or ``{dataset: chance}``); legend below the panels."""
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(probe["dataset"]))
@@ -565,15 +576,15 @@ def probe_figure(probe, *, settings_order: list[str], chance: float | dict = CHA
         for i, rep in enumerate(reps):
             r = sub[sub.representation == rep].set_index("setting").reindex(settings_order)
             x = np.arange(len(settings_order)) + (i - (len(reps) - 1) / 2) * width
-            err = np.vstack([r["acc"] - r["ci_low"], r["ci_high"] - r["acc"]])
-            ax.bar(x, r["acc"], width, label=rep, yerr=err, capsize=2, error_kw={"elinewidth": 0.8},
-                   **_rep_style(rep))
-        ax.axhline(chance.get(ds, CHANCE) if isinstance(chance, dict) else chance, ls=":", c="k", lw=0.9,
+            acc, lo, hi = 100 * r["acc"], 100 * r["ci_low"], 100 * r["ci_high"]
+            ax.bar(x, acc, width, label=rep, yerr=np.vstack([acc - lo, hi - acc]), capsize=2,
+                   error_kw={"elinewidth": 0.8}, **_rep_style(rep))
+        ax.axhline(100 * (chance.get(ds, CHANCE) if isinstance(chance, dict) else chance), ls=":", c="k", lw=0.9,
                    label="chance")
         ax.set_xticks(np.arange(len(settings_order)), settings_order)
         ax.set_title(f"{ds} ({int(sub['n_test'].iloc[0])} test images)", fontsize=9)
-        ax.set_ylim(0, 1)
-    axes[0, 0].set_ylabel("test accuracy")
+        ax.set_ylim(0, 100)
+    axes[0, 0].set_ylabel("test accuracy (%)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(labels), 3),
                fontsize=8, frameon=False)

@@ -421,6 +421,8 @@ def claims_from_results(results_dir) -> list[Claim]:
     proto = json.loads((d / PROTOCOL).read_text())
     out = load_outcomes(d)
     zs = pd.read_csv(d / "zero_shot.csv")
+    if "chance" not in zs and "chance (%)" in zs:  # the table in percent (percent_table): chance = 1 / classes, exactly
+        zs["chance"] = 1.0 / (100.0 / zs["chance (%)"]).round()
     offline = proto["vlm"] == "offline"
     who = "the offline stand-in VLM (Lite0 + MiniLM + trained alignment)" if offline else proto["vlm"]
     claims = []
@@ -453,7 +455,7 @@ def claims_from_results(results_dir) -> list[Claim]:
                 paper="CLIP Fig. 6: zero-shot CLIP matches the average of a 4-shot linear probe on the same "
                       "feature space (20 datasets), where one might expect it to trail a 1-shot one",
                 ours=f"{_pct(a.mean())} vs {_pct(p.mean())}",
-                decision=stats.compare(np.tile(a, (p.shape[0], 1)), p).scaled()))
+                decision=stats.compare(np.tile(a, (p.shape[0], 1)), p, seed_unit="draws").scaled()))
         if offline:
             u = chosen(ds, "untrained")
             above = [stats.binomial_vs_chance(int(v.sum()), len(v), chance).verdict == stats.HOLDS for v in (a, u)]
@@ -515,6 +517,19 @@ def variants_table(zs, variants):
     return (100 * abl).round(1).rename(columns=lambda c: f"{c} (%)").reset_index()
 
 
+PERCENT_COLUMNS = ("zero_shot", "acc", "ci_low", "ci_high", "acc_sd", "chance")
+
+
+def percent_table(df):
+    """``df`` with its accuracy columns (zero-shot / probe accuracy, interval, SD over draws, chance) in percent,
+    named ``<column> (%)``: the ``zero_shot`` and ``probe_accuracy`` tables readers compare (the figures, headline
+    and claims keep fractions; :func:`claims_from_results` reads chance back from either form)."""
+    out = df.copy()
+    cols = [c for c in PERCENT_COLUMNS if c in out]
+    out[cols] = 100 * out[cols]
+    return out.rename(columns={c: f"{c} (%)" for c in cols})
+
+
 def headline(zs, probes, emoji_rows=()) -> dict:
     """Zero-shot (chosen polarity) per variant and dataset, probe accuracies, chance, emoji retrieval."""
     out = {}
@@ -537,18 +552,32 @@ def pd_isna(v) -> bool:
 # Figures
 # ----------------------------------------------------------------------------------------------------------
 
+# The K-shot probes are linear probes on fewer images: lighter shades of the linear probe's project colour
+# (vpkit.plots.METHOD_COLORS["linear_probe"]), fixed per K, so no hashed colour can look like another method.
+SHOT_COLORS = {1: "#c6d3ea", 2: "#b3c4e3", 4: "#93aad6", 8: "#7390c8", 16: "#5f80bb"}
+
+
+def _series_colour(setting: str, k) -> str:
+    from ..plots import method_color
+
+    if pd_isna(k):
+        return method_color("linear_probe")
+    return SHOT_COLORS.get(int(k), "#a4b7de")
+
+
 def zero_shot_figure(zs, probes, *, title: str):
     """Per dataset: zero-shot (chosen polarity, committed alignment) and the probes on the same embedding, each
-    with its 95% interval (Clopper-Pearson over test images for one run; t-interval over draws for K-shot);
-    dashed: chance; star: CLIP's own zero-shot on MNIST (paper); legend outside the axes."""
+    with its 95% interval (Clopper-Pearson over test images for one run; t-interval over draws for K-shot), in
+    percent; dashed: chance; star: CLIP's own zero-shot on MNIST (paper); legend outside the axes."""
     import matplotlib.pyplot as plt
 
     from ..plots import method_color
 
     datasets = list(dict.fromkeys(zs["dataset"]))
     main = zs[zs.chosen].groupby("dataset").head(1).set_index("dataset")
-    settings = list(dict.fromkeys(probes.sort_values("k", na_position="last")["setting"]))
-    series = [("zero-shot", "zero_shot")] + [(s, "linear_probe" if s.startswith("linear") else s) for s in settings]
+    ordered = probes.sort_values("k", na_position="last").drop_duplicates("setting")
+    series = [("zero-shot", method_color("zero_shot"))] + [(r.setting, _series_colour(r.setting, r.k))
+                                                           for r in ordered.itertuples()]
     fig, ax = plt.subplots(figsize=(2.2 + 2.0 * len(datasets), 3.4))
     width = 0.8 / len(series)
     for i, (label, colour) in enumerate(series):
@@ -559,22 +588,30 @@ def zero_shot_figure(zs, probes, *, title: str):
         else:
             r = probes[probes.setting == label].set_index("dataset").loc[datasets]
             acc, lo, hi = r["acc"].to_numpy(), r["ci_low"].to_numpy(), r["ci_high"].to_numpy()
-        ax.bar(x, acc, width, yerr=np.vstack([acc - lo, hi - acc]), capsize=2, color=method_color(colour),
-               label=label, error_kw={"elinewidth": 0.8})
+        acc, lo, hi = 100 * acc, 100 * lo, 100 * hi
+        ax.bar(x, acc, width, yerr=np.vstack([acc - lo, hi - acc]), capsize=2, color=colour,
+               edgecolor="#4c4c4c", linewidth=0.4, label=label, error_kw={"elinewidth": 0.8})
     for j, ds in enumerate(datasets):
-        ax.hlines(float(main.loc[ds, "chance"]), j - 0.45, j + 0.45, colors="k", linestyles="--", lw=0.9,
+        ax.hlines(100 * float(main.loc[ds, "chance"]), j - 0.45, j + 0.45, colors="k", linestyles="--", lw=0.9,
                   label="chance" if j == 0 else None)
     if "mnist5k" in datasets:
         j = datasets.index("mnist5k")
-        ax.plot([j - (len(series) - 1) / 2 * width], [CLIP_MNIST_ZERO_SHOT], marker="*", ms=11, color="k", ls="none",
-                label="CLIP zero-shot on MNIST (paper)")
+        ax.plot([j - (len(series) - 1) / 2 * width], [100 * CLIP_MNIST_ZERO_SHOT], marker="*", ms=11, color="k",
+                ls="none", label="CLIP zero-shot on MNIST (paper)")
     ax.set_xticks(np.arange(len(datasets)), [f"{ds}\n({int(main.loc[ds, 'n_test'])} test)" for ds in datasets])
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def _wrap(text: str, width: int = 30) -> str:
+    """A retrieved text with its score, wrapped (never cut) to fit under a 2.3-inch image at 7 pt."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=width)) or text
 
 
 def retrieval_figure(photo_imgs, photo_hits, photo_names, fm_images, fm_labels, fm_hits, fm_names, *, title: str):
@@ -587,11 +624,11 @@ def retrieval_figure(photo_imgs, photo_hits, photo_names, fm_images, fm_labels, 
     for i in range(n):
         axes[0, i].imshow(photo_imgs[i].permute(1, 2, 0).numpy())
         axes[0, i].set_title(photo_names[i], fontsize=8)
-        axes[0, i].set_xlabel("\n".join(f"{t[:18]} {p:.2f}" for t, p in photo_hits[i]), fontsize=7)
+        axes[0, i].set_xlabel("\n".join(_wrap(f"{t} {p:.2f}") for t, p in photo_hits[i]), fontsize=7)
         j = min(i, len(fm_images) - 1)
         axes[1, i].imshow(fm_images[j, 0].numpy(), cmap="gray")
         axes[1, i].set_title(f"true: {fm_names[int(fm_labels[j])]}", fontsize=8)
-        axes[1, i].set_xlabel("\n".join(f"{t} {p:.2f}" for t, p in fm_hits[j]), fontsize=7)
+        axes[1, i].set_xlabel("\n".join(_wrap(f"{t} {p:.2f}") for t, p in fm_hits[j]), fontsize=7)
     for a in axes.flat:
         a.set_xticks([])
         a.set_yticks([])
