@@ -119,3 +119,23 @@ def test_method_colours_ignore_case_hyphens_and_spaces_and_do_not_clash():
     assert method_color("partial-2") == method_color("partial_2") == method_color("Partial 2") != method_color("adapter")
     assert method_color("partial_1") != method_color("partial_2")
     assert all(k == k.lower().replace("-", "_").replace(" ", "_") for k in METHOD_COLORS)  # canonical keys only
+
+
+def test_every_method_has_one_colour_that_no_other_method_shares_and_a_readable_label():
+    from vpkit import plots
+
+    by_colour = {}
+    for k, c in plots.METHOD_COLORS.items():
+        by_colour.setdefault(c, set()).add(plots.METHOD_LABELS.get(k, k))
+    # aliases of one method share a colour; two methods never do (a role's offline and paper backbone do)
+    shared = [{"vit_s14_dinov2", "vit_b16_in21k"}, {"efficientnet_lite0", "resnet50"},
+              {"zero-shot", "TP", "TP (zero-shot)"},  # TP is the zero-shot VLM under visual prompting's name
+              {"VP", "VP+TP"}]  # the pixel prompt on a vision-only model / on the VLM
+    for c, labels in by_colour.items():
+        assert len(labels) == 1 or labels in shared, (c, labels)
+    colours = sorted(set(plots.METHOD_COLORS.values()))
+    close = [(a, b) for i, a in enumerate(colours) for b in colours[i + 1:] if plots.colour_distance(a, b) < 12]
+    assert not close, close
+    assert plots.method_color("Partial-2") == plots.method_color("partial_2") != plots.method_color("partial_1")
+    assert plots.method_color("some_new_method") not in colours  # unknown names never take a method's colour
+    assert plots.method_label("vpt_deep") == "VPT-deep" and plots.method_label("unknown x") == "unknown x"

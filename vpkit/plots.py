@@ -200,29 +200,6 @@ def _yerr(df, col):
     return np.vstack([df[col] - df[f"{col}_lo"], df[f"{col}_hi"] - df[col]])
 
 
-def templates_and_widths(templates, widths, *, baseline: float, point: str, image_size: int, chance: float | None = None):
-    """Left: accuracy per prompt template; right: accuracy against the padding width; the dashed line is the
-    unprompted (zero-shot TP) accuracy, the dotted one chance. Error bars: ``acc_lo`` / ``acc_hi`` columns when
-    present (the interval of the mean over seeds)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(8.6, 3))
-    vp, tp = method_color("vp_tp"), method_color("tp_zero_shot")  # the project's VP+TP and TP colours
-    axes[0].bar(templates.template, templates.acc, yerr=_yerr(templates, "acc"), capsize=3, color=vp)
-    axes[0].axhline(baseline, color=tp, ls="--", lw=1, label="TP zero-shot")
-    if chance is not None:
-        for ax in axes:
-            ax.axhline(chance, color="black", ls=":", lw=1, label="chance" if ax is axes[0] else None)
-    axes[0].set_ylabel("test accuracy")
-    axes[0].set_title(f"templates on {point}", fontsize=9)
-    axes[1].errorbar(widths.prompt_size, widths.acc, yerr=_yerr(widths, "acc"), marker="o", color=vp, capsize=3)
-    axes[1].axhline(baseline, color=tp, ls="--", lw=1)
-    axes[1].set_xlabel(f"padding width (px, of {image_size})")
-    axes[1].set_title("padding-width ablation", fontsize=9)
-    fig.legend(loc="lower center", ncol=2, fontsize=7, bbox_to_anchor=(0.5, -0.06))
-    fig.tight_layout()
-    return fig
-
-
 def grouped_bars(df, *, metrics: list[str], index: str, columns: str, order: list[str] | None = None,
                  ylim=(0, 1), title_suffix: str = "", ylabel: str = "test accuracy"):
     """One bar panel per metric: ``index`` groups on the x axis, one bar per ``columns`` value (in ``order``)."""
@@ -277,29 +254,6 @@ def class_profiles(counts):
         ax.plot(range(len(counts)), counts[name], marker="o", label=f"{name} (n={counts[name].sum()})")
     ax.set(yscale="log", xlabel="class index (head to tail)", ylabel="training images", title="Training-set class profiles")
     ax.legend(fontsize=8)
-    return fig
-
-
-def feature_prompt_maps(maps: list[dict], image, *, blend, max_stages: int = 5):
-    """Pro-Tuning's per-stage feature map, prompt and blended map (channel means) for one image;
-    ``maps`` from :func:`vpkit.prompts.protuning.prompt_maps`, ``blend(feature, prompt)`` the blend used."""
-    plt = _plt()
-    show = [d for d in maps if d["feature"].shape[-1] > 1][:max_stages] or maps[:max_stages]
-    fig, axes = plt.subplots(3, len(show) + 1, figsize=(2.1 * (len(show) + 1), 6.2), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    axes[1, 0].imshow(image, cmap="gray")
-    axes[1, 0].set_title("input", fontsize=8)
-    for j, d in enumerate(show, 1):
-        f, p = d["feature"][0].mean(0), d["prompt"][0].mean(0)
-        lim = float(p.abs().max()) or 1.0
-        axes[0, j].imshow(f, cmap="viridis")
-        axes[0, j].set_title(f"{d['module']}: $x_i$", fontsize=8)
-        axes[1, j].imshow(p, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        axes[1, j].set_title(f"$P_i(x_i)$, rel {d['relative_norm']:.2f}", fontsize=8)
-        axes[2, j].imshow(blend(d["feature"][0], d["prompt"][0]).mean(0), cmap="viridis")
-        axes[2, j].set_title("blended $\\tilde x_i$", fontsize=8)
-    fig.suptitle("Pro-Tuning: feature map, prompt, blended (channel means)")
     return fig
 
 
