@@ -844,13 +844,9 @@ def verdict_summary(claims) -> str:
 # mean over seeds, vpkit.plots.interval_of_mean; legends and titles use the readable names of :func:`label`)
 # ----------------------------------------------------------------------------------------------------------
 
-# Readable names for figures (tables and files keep the ids). TODO(lead): point at plots.METHOD_LABELS /
-# plots.method_label once those exist, keeping the setting and corruption names here.
-_LABELS = {
-    "linear": "linear probe", "full": "full fine-tuning", "partial_1": "partial-1", "partial_2": "partial-2",
-    "bias": "bias (BitFit)", "adapter": "adapter", "side": "side tuning", "protuning": "Pro-Tuning",
-    "balanced": "balanced",
-}
+# Readable names for figures (tables and files keep the ids): methods from plots.METHOD_LABELS, settings and
+# corruptions here.
+_LABELS = {"balanced": "balanced"}
 
 
 def label(name: str) -> str:
@@ -859,9 +855,13 @@ def label(name: str) -> str:
     ``gaussian_noise`` -> ``gaussian noise``; unknown names with ``_`` as spaces."""
     import re
 
+    from ..plots import METHOD_LABELS, method_label
+
     name = str(name)
     if name in _LABELS:
         return _LABELS[name]
+    if name.lower() in METHOD_LABELS:
+        return method_label(name)
     if name.startswith("vit_"):
         return "ViT: " + label(name[4:])
     m = re.fullmatch(r"lt(\d+)", name)
