@@ -7,7 +7,11 @@ tokens), frozen MiniLM text; only linear alignment layers are learned, on TRAINI
 results.
 
     PYTHONPATH=. python3 scripts/spike_concept_vlm.py extract   # features once -> /tmp/p18/feats/*.npz
-    PYTHONPATH=. python3 scripts/spike_concept_vlm.py fit       # val-chosen fits + held-out tables
+    PYTHONPATH=. python3 scripts/spike_concept_vlm.py fit medium  # SGD val grid, val-best refits, held-out tables
+    PYTHONPATH=. python3 scripts/spike_concept_vlm.py linear      # ridge / ESZSL val grid + held-out
+    PYTHONPATH=. python3 scripts/spike_concept_vlm.py untrained   # identity-init ConSE on the held-out groups
+    PYTHONPATH=. python3 scripts/spike_concept_vlm.py mnist       # Fashion-MNIST / MNIST-5k with the val-chosen config
+(`fit small` ran the first 7-config probe; `bench` measures img/s.) Results: scripts/spike_concept_vlm.md.
 """
 from __future__ import annotations
 
