@@ -236,6 +236,9 @@ def test_figures_keep_legends_off_the_data_and_mark_chance(tmp_path):
     assert fig2.legends and all(ax.get_legend() is None for ax in fig2.axes)
     assert [ax.get_title() for ax in fig2.axes] == [study.ABLATION_TITLES[s] for s in
                                                      ("num_tokens", "prompt_depth", "location")]
+    assert fig2.axes[0].get_ylim() == (0.0, 100.0)  # in %
+    ab = study.ablation_table(pd.read_csv(path / "ablations.csv"))
+    assert ab["acc %"].between(0, 100).all() and ab["acc %"].max() > 1
     plt.close(fig)
     plt.close(fig2)
 
@@ -249,3 +252,14 @@ def test_the_scale_down_text_follows_the_profile():
     text = study.run_description({**cfg, "epochs": 3}, steps_per_epoch=63)
     assert text.startswith("3 epochs (~63 steps) per run") and f"{len(cfg['seeds'])} seed" in text
     assert len(cfg["seeds"]) >= 3 and len(cfg["ablation_seeds"]) >= 3, "issue 16: >= 3 seeds per compared run"
+
+
+def test_the_main_table_shows_the_95_interval_half_width_of_the_mean():
+    runs = pd.DataFrame({"task": ["a"] * 3 + ["b"], "method": ["m"] * 4, "acc_test": [0.5, 0.6, 0.7, 0.4],
+                         "base_lr": 0.1, "weight_decay": 0.0, "trainable": 1, "percent_of_backbone": 0.1,
+                         "images_per_s": 1.0})
+    summary = study.summarize(runs.to_dict("records"))
+    table, _, _ = study.method_table(summary, {"a": "natural", "b": "natural"})
+    m, lo, hi = stats.seed_interval([0.5, 0.6, 0.7])
+    assert table.loc[0, "a"] == f"{100 * m:.1f} ± {100 * (hi - lo) / 2:.1f}"  # the t half-width, not the SD (10.0)
+    assert table.loc[0, "b"] == "40.0"  # one seed: the mean alone

@@ -283,3 +283,17 @@ def test_tradeoff_error_bars_stay_within_what_the_metric_can_be():
                        "forgetting": [2.0], "forgetting_lo": [-120.0], "forgetting_hi": [9.0]})
     assert _err(df, "avg_acc").tolist() == [[10.0], [5.0]]  # the t-interval's 105 % is cut at 100 %
     assert _err(df, "forgetting").tolist() == [[102.0], [7.0]]  # forgetting may be negative, not below -100
+
+
+def test_summary_table_intervals_are_clipped_to_what_the_metric_can_be():
+    import pandas as pd
+
+    from vpkit.studies import image_prompts_l2p as l2p
+
+    assert l2p.clip_interval(-4.1, 130.2, "avg_acc") == (0.0, 100.0)  # a 3-seed t-interval past both ends
+    assert l2p.clip_interval(-120.0, 50.0, "forgetting") == (-100.0, 50.0)  # forgetting may be negative
+    by_seed = pd.DataFrame({"method": ["l2p"] * 3, "avg_acc": [2.0, 30.0, 60.0], "forgetting": [1.0, 2.0, 3.0],
+                            "new_task_acc": [98.0, 99.0, 100.0], "old_task_aware_acc": [50.0, 60.0, 70.0],
+                            "trainable_params": [1] * 3, "prompt_tokens": [5] * 3, "seconds": [1.0] * 3})
+    row = pd.DataFrame(l2p.summary_rows(by_seed, {})).iloc[0]
+    assert row.avg_acc_lo == 0.0 and row.new_task_acc_hi == 100.0 and row.avg_acc == pytest.approx(30.667, abs=1e-3)

@@ -84,13 +84,13 @@ def test_select_lrs_takes_the_best_validation_accuracy(monkeypatch):
 def test_vpt_method_table_and_studies():
     from vpkit.studies import vpt as protocol
 
-    summary = pd.DataFrame([{"task": t, "method": m, "acc_mean": a, "acc_std": 0.01, "trainable": n,
+    summary = pd.DataFrame([{"task": t, "method": m, "acc_mean": a, "acc_std": 0.01, "n_seeds": 3, "trainable": n,
                              "percent_of_backbone": n / 100, "images_per_s": 10.0}
                             for t, m, a, n in [("a", "linear", 0.5, 1), ("b", "linear", 0.7, 1),
                                                ("a", "vpt_deep", 0.6, 5), ("b", "vpt_deep", 0.9, 5)]])
     table, grp, per_method = protocol.method_table(summary, {"a": "natural", "b": "structured"})
     row = table.set_index("method").loc["vpt_deep"]
-    assert row["a"] == "60.0 ± 1.0" and row["mean_all"] == 75.0 and row["mean_structured"] == 90.0
+    assert row["a"] == "60.0 ± 2.5" and row["mean_all"] == 75.0  # ± = t(0.975, 2) * SD / sqrt(3), not the SD and row["mean_structured"] == 90.0
     assert grp.loc["linear", "all"] == pytest.approx(0.6) and per_method.loc["vpt_deep", "trainable"] == 5
     studies = protocol.vpt_ablation_studies(num_tokens=[1, 5], depths=[1, 6, 12], locations=["add"], outputs=["cls"],
                                             max_depth=6)

@@ -483,10 +483,21 @@ def run_rows(runs: dict, params: dict) -> list[dict]:
 SUMMARY_METRICS = ("avg_acc", "forgetting", "new_task_acc", "old_task_aware_acc")
 
 
+def metric_range(m: str) -> tuple[float, float]:
+    """What metric ``m`` (in %) can be: accuracies lie in [0, 100], forgetting in [-100, 100]."""
+    return (-100.0, 100.0) if m == "forgetting" else (0.0, 100.0)
+
+
+def clip_interval(lo: float, hi: float, m: str) -> tuple[float, float]:
+    """A t-interval's ends cut to :func:`metric_range` (over 3 seeds one can reach past 0 or 100 %); NaN stays NaN."""
+    a, b = metric_range(m)
+    return float(np.clip(lo, a, b)), float(np.clip(hi, a, b))
+
+
 def summary_rows(run_table, variants: dict[str, Variant]) -> list[dict]:
     """One row per variant: the mean over seeds of each metric of :data:`SUMMARY_METRICS` with its 95% t-interval
-    (``_lo`` / ``_hi``, :func:`vpkit.plots.interval_of_mean`; a single seed has no interval), beside the source's
-    numbers (:func:`paper_numbers`)."""
+    (``_lo`` / ``_hi``, :func:`vpkit.plots.interval_of_mean`, its ends clipped to what the metric can be,
+    :func:`clip_interval`; a single seed has no interval), beside the source's numbers (:func:`paper_numbers`)."""
     from ..plots import interval_of_mean
 
     rows = []
@@ -494,7 +505,7 @@ def summary_rows(run_table, variants: dict[str, Variant]) -> list[dict]:
         p = paper_numbers(name)
         row = {"method": name, "variant": variants[name].label if name in variants else name, "n_seeds": len(g)}
         for m in SUMMARY_METRICS:
-            lo, hi = interval_of_mean(g[m]) if len(g) > 1 else (float("nan"), float("nan"))
+            lo, hi = clip_interval(*interval_of_mean(g[m]), m) if len(g) > 1 else (float("nan"), float("nan"))
             row.update({m: float(g[m].mean()), f"{m}_lo": lo, f"{m}_hi": hi})
         row.update({"trainable_params": int(g.trainable_params.iloc[0]), "prompt_tokens": int(g.prompt_tokens.iloc[0]),
                     "seconds_per_run": float(g.seconds.mean()), "project_avg_acc": p[0], "project_forgetting": p[1],
@@ -858,9 +869,9 @@ def accuracy_matrices_figure(runs: dict, summary, *, max_cols: int = 4):
 def _err(df, m):
     """Error-bar lengths of column ``m`` from its ``_lo``/``_hi`` interval, clipped to what the metric can be (a
     t-interval over 3 seeds can reach past 0 or 100 %: accuracies lie in [0, 100], forgetting in [-100, 100])."""
-    floor = -100.0 if m == "forgetting" else 0.0
-    lo = np.clip(df[f"{m}_lo"].to_numpy(float), floor, 100.0)
-    hi = np.clip(df[f"{m}_hi"].to_numpy(float), floor, 100.0)
+    floor, top = metric_range(m)
+    lo = np.clip(df[f"{m}_lo"].to_numpy(float), floor, top)
+    hi = np.clip(df[f"{m}_hi"].to_numpy(float), floor, top)
     mid = df[m].to_numpy(float)
     return np.nan_to_num(np.vstack([mid - lo, hi - mid]), nan=0.0)
 
@@ -881,7 +892,7 @@ def average_accuracy_figure(summary, *, num_classes: int):
         v = df[m].to_numpy(float)
         ax.barh(y, np.nan_to_num(v), xerr=_err(df, m), color=colors, alpha=0.85, error_kw={"lw": 1, "capsize": 2})
         ax.scatter(df[proj], y, marker="D", s=28, facecolor="white", edgecolor="black", zorder=3,
-                   label="the project's number (Split CIFAR-100 10x10)")
+                   label="source: the image-prompt project on L2P (Split CIFAR-100 10x10)")
         ax.scatter(df[l2p], y, marker="|", s=120, color="black", zorder=3, label="L2P paper (Split CIFAR-100 10x10)")
         ax.set_xlabel(title)
         ax.set_xlim(0, 100)
@@ -899,30 +910,29 @@ TRADEOFF_LABELS = {"forgetting": "forgetting", "new_task_acc": "new-task accurac
 
 
 def lwf_tradeoff_figure(trade, *, num_classes: int):
-    """Left: forgetting, new-task and average accuracy (%) against the generator-LwF weight (mean over seeds, 95%
-    interval of the mean); right: new-task accuracy against forgetting, one point per weight in its variant's
-    colour. The source gives no numbers for this sweep."""
+    """Forgetting, new-task and average accuracy (%) against the generator-LwF weight: mean over seeds with the 95%
+    interval of the mean (clipped to what the metric can be), the three metrics set slightly apart so their bars do
+    not hide each other. The source gives no numbers for this sweep. (A second panel of new-task accuracy against
+    forgetting showed the same three means, all overlapping, with bars spanning most of both axes: nothing the
+    table does not say, so it is gone.)"""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    pos = np.arange(len(trade))
-    styles = {"forgetting": ("o", "-"), "new_task_acc": ("s", "--"), "avg_acc": ("^", "-.")}
-    for m, (mk, ls) in styles.items():
-        axes[0].errorbar(pos, trade[m], yerr=_err(trade, m), marker=mk, ls=ls, color="0.25", capsize=3,
-                         label=TRADEOFF_LABELS[m])
-    axes[0].axhline(100 / num_classes, color="grey", ls=":", lw=1.2, label=f"chance, average accuracy (1/{num_classes})")
-    axes[0].set_xticks(pos, [f"{w:g}" for w in trade.gen_lwf_weight])
-    axes[0].set_xlabel("LwF weight on the generator (0 = vae_gen_pool)")
-    axes[0].set_ylabel("%")
-    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
-    for i, r in trade.reset_index(drop=True).iterrows():
-        e = _err(trade.iloc[[i]], "forgetting"), _err(trade.iloc[[i]], "new_task_acc")
-        axes[1].errorbar(r.forgetting, r.new_task_acc, xerr=e[0], yerr=e[1], marker="o", ms=7, capsize=3,
-                         color=variant_color(r.method), label=f"{r.method} (weight {r.gen_lwf_weight:g})")
-    axes[1].set_xlabel("forgetting (%)")
-    axes[1].set_ylabel("new-task accuracy (%)")
-    axes[1].set_title("trade-off (mean over seeds, 95% interval)", fontsize=9)
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    fig, ax = plt.subplots(figsize=(7.2, 3.4))
+    pos = np.arange(len(trade), dtype=float)
+    styles = {"forgetting": ("o", "-", -0.1), "new_task_acc": ("s", "--", 0.0), "avg_acc": ("^", "-.", 0.1)}
+    for m, (mk, ls, dx) in styles.items():
+        ax.errorbar(pos + dx, trade[m], yerr=_err(trade, m), marker=mk, ls=ls, color="0.25", capsize=3,
+                    label=TRADEOFF_LABELS[m])
+    ax.axhline(100 / num_classes, color="grey", ls=":", lw=1.2, label=f"chance, average accuracy (1/{num_classes})")
+    ax.set_xticks(pos, [f"{w:g}\n({n})" for w, n in zip(trade.gen_lwf_weight, trade.method)], fontsize=8)
+    ax.set_xlim(pos[0] - 0.4, pos[-1] + 0.4)
+    low = min(0.0, *(trade[m].to_numpy(float) - _err(trade, m)[0]).tolist())  # forgetting can be negative
+    ax.set_ylim(low - 3, 103)  # room for the caps of bars clipped at 0 / 100 %
+    ax.set_xlabel("LwF weight on the generator (run)")
+    ax.set_ylabel("%")
+    seeds = sorted({int(k) for k in trade.n_seeds if np.isfinite(k)})
+    ax.set_title(f"mean over {'/'.join(map(str, seeds))} seeds, 95% interval of the mean", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 

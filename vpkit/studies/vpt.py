@@ -407,12 +407,20 @@ def group_means(summary, groups: dict[str, str], *, value: str = "acc_mean"):
 
 
 def method_table(summary, groups: dict[str, str]):
-    """The VPT paper's main table from :func:`summarize`'s output: per method, ``mean ± SD`` per task (in %, SD the
-    sample SD over seeds), the group means, trainable parameters and throughput -> (table, group means indexed by
-    method, per-method parameter/throughput frame)."""
+    """The VPT paper's main table from :func:`summarize`'s output: per method, ``mean ± h`` per task (in %; ``h`` the
+    half-width of the 95% Student-t interval of the mean over seeds, as :func:`vpkit.stats.seed_interval` and the
+    Pro-Tuning tables; a single seed shows the mean alone), the group means, trainable parameters and throughput ->
+    (table, group means indexed by method, per-method parameter/throughput frame)."""
+    from scipy.stats import t
+
+    from ..stats import LEVEL
+
     main = summary.pivot_table(index="method", columns="task", values="acc_mean", sort=False)
     std = summary.pivot_table(index="method", columns="task", values="acc_std", sort=False)
-    cells = (100 * main).round(1).astype(str) + " ± " + (100 * std).round(1).astype(str)
+    n = summary.pivot_table(index="method", columns="task", values="n_seeds", sort=False)
+    half = t.ppf((1 + LEVEL) / 2, (n - 1).clip(lower=1)) * std / np.sqrt(n)  # = (hi - lo) / 2 of seed_interval
+    cells = (100 * main).round(1).astype(str).where(n < 2, (100 * main).round(1).astype(str) + " ± "
+                                                     + (100 * half).round(1).astype(str))
     grp = group_means(summary, groups).set_index("method")
     per_method = summary.groupby("method", sort=False).agg(
         trainable=("trainable", "first"), percent_of_backbone=("percent_of_backbone", "first"),
@@ -987,6 +995,24 @@ VARIANT_LABELS = {"cls": "CLS", "image_mean": "image mean", "prompt_mean": "prom
                   "add": "add"}
 
 
+def ablation_table(ablation):
+    """The ablation runs per study and variant, in %: mean test accuracy over seeds with the half-width of its 95%
+    Student-t interval (``acc ±``, as the main table), seeds, trainable parameters, the main-setting flag and
+    throughput."""
+    import pandas as pd
+
+    rows = []
+    for (st, v), g in pd.DataFrame(ablation).groupby(["study", "variant"], sort=False):
+        acc = 100 * g["acc_test"].astype(float).to_numpy()
+        m, lo, hi = _interval(acc)
+        rows.append({"study": st, "variant": v, "acc %": round(m, 1),
+                     "acc ±": round((lo + hi) / 2, 1) if len(acc) > 1 else float("nan"), "n_seeds": len(acc),
+                     "main_setting": bool(g["is_default"].astype(bool).iloc[0]),
+                     **({"trainable": int(g["trainable"].iloc[0])} if "trainable" in g else {}),
+                     **({"images_per_s": float(g["images_per_s"].mean())} if "images_per_s" in g else {})})
+    return pd.DataFrame(rows)
+
+
 def ablation_figure(ablation, tasks, *, references, title: str):
     """One bar panel per study (mean over seeds of each VPT-deep variant; error bars: 95% t-interval over seeds;
     hatched: the main setting, which is the main table's VPT-deep run) with the main-table means of the other
@@ -1011,22 +1037,22 @@ def ablation_figure(ablation, tasks, *, references, title: str):
         variants = list(dict.fromkeys(d["variant"].astype(str)))
         for i, v in enumerate(variants):
             dv = d[d["variant"].astype(str) == v]
-            mean, lo, hi = _interval(dv["acc_test"].astype(float).to_numpy())
+            mean, lo, hi = _interval(100 * dv["acc_test"].astype(float).to_numpy())  # in %
             default = bool(dv["is_default"].astype(bool).iloc[0])
             ax.bar(i, mean, 0.7, color=method_color("vpt_deep"), hatch="//" if default else None,
                    edgecolor="k" if default else method_color("vpt_deep"), lw=0.6,
                    label="VPT-deep, main setting (main-table runs)" if default and study == studies[0] else None)
             ax.errorbar(i, mean, yerr=[[lo], [hi]], color="k", lw=0.8, capsize=2)
             if f"{study}={v}" in low:
-                ax.text(i, mean + hi + 0.01, "at chance", ha="center", va="bottom", fontsize=6)
+                ax.text(i, mean + hi + 1, "at chance", ha="center", va="bottom", fontsize=6)
         for m, val in references.items():
-            ax.axhline(val, color=method_color(m), ls=REFERENCE_STYLES.get(m, "--"), lw=1.2,
+            ax.axhline(100 * val, color=method_color(m), ls=REFERENCE_STYLES.get(m, "--"), lw=1.2,
                        label=f"{METHOD_LABELS.get(m, m)} (main table)" if study == studies[0] else None)
-        ax.axhline(chance, color="k", ls=":", lw=1, label="chance (1/classes)" if study == studies[0] else None)
+        ax.axhline(100 * chance, color="k", ls=":", lw=1, label="chance (1/classes)" if study == studies[0] else None)
         ax.set_xticks(range(len(variants)), [VARIANT_LABELS.get(v, v) for v in variants], fontsize=8)
         ax.set_title(ABLATION_TITLES[study], fontsize=9)
-        ax.set_ylim(0, 1)
-    axes[0, 0].set_ylabel(f"test accuracy ({task})")
+        ax.set_ylim(0, 100)
+    axes[0, 0].set_ylabel(f"test accuracy (%, {task})")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     h, lab = axes[0, 0].get_legend_handles_labels()
