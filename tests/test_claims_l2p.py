@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from vpkit import metrics, report, stats
+from vpkit import metrics, plots, report, stats
 from vpkit.continual import ContinualResult
 from vpkit.studies import image_prompts_l2p as l2p
 
@@ -230,7 +230,7 @@ def test_tables_and_figures_from_constructed_runs():
     for f in figs:
         plt.close(f)
     assert len({l2p.variant_color(n) for n in variants}) == len(variants)  # one colour per variant
-    assert l2p.variant_color("l2p") == "#4c72b0" and l2p.variant_color("seq_ft") == l2p.variant_color("ft")
+    assert l2p.variant_color("l2p") == plots.method_color("l2p") != plots.method_color("linear") and l2p.variant_color("seq_ft") == l2p.variant_color("ft")
 
 
 def test_a_real_tiny_run_saves_outcomes_that_match_its_accuracy_matrix(tmp_path):

@@ -766,8 +766,8 @@ def decide_claims(out: dict, setup: dict) -> list:
         claims.append(Claim(
             "l2p_selection_collapse", f"L2P's prompt selection collapses onto a few prompts: the top-{K} most used of "
             f"{M} prompts take more than {100 * thr:.0f}% of all selections (halfway from uniform use, {100 * K / M:.0f}"
-            "%, to complete collapse, 100%)", "4 of 10 prompts used (prompts 3, 6, 7, 9) in a re-run of the official code (google-research/l2p issue "
-            "#18); not a figure of the L2P paper",
+            "%, to complete collapse, 100%)", "4 of 10 prompts used (prompts 3, 6, 7, 9) in a re-run of the official "
+            "code (google-research/l2p issue #18); not a figure of the L2P paper",
             f"top-{K} share {100 * v.mean():.1f}%; {used:.1f} of {M} prompts hold >= 1% ({seeds_txt})",
             note=f"{setup['selection']} selection on every test image after the last task",
             decision=dataclasses.replace(stats.compare(v, direction=">", threshold=thr).scaled(100, "%"),
