@@ -164,3 +164,22 @@ def test_openai_clip_is_built_with_quick_gelu():
     assert acts and all(a is QuickGELU for a in acts)
     plain = open_clip.create_model("ViT-B-32", pretrained=None)
     assert not any(isinstance(x, QuickGELU) for x in plain.modules()), "the default really differs"
+
+
+def test_minilm_drops_unused_padding_without_changing_features(offline_small):
+    """MiniLMText runs only up to the batch's longest text (sentence-transformers' dynamic padding): the same
+    features as the full context-length pass, and each text's feature independent of how far the batch is padded."""
+    tt = offline_small.text_tower
+    texts = ["a photo of a cat.", "a rather longer description of a small brown dog on a lawn."]
+    tok = offline_small.tokenize(texts)
+    emb = offline_small.token_embedding(tok.ids)
+    assert tok.attention_mask.shape[1] == tt.context_length and not bool(tok.attention_mask[:, -1].any())
+    with torch.no_grad():
+        got = tt(emb, tok.attention_mask)
+        # the reference: the frozen BERT over every position, padding masked, mean over the mask (no trimming)
+        out = tt.bert(inputs_embeds=emb, attention_mask=tok.attention_mask).last_hidden_state
+        m = tok.attention_mask.float().unsqueeze(-1)
+        ref = torch.nn.functional.normalize((out * m).sum(1) / m.sum(1), dim=-1)
+        alone = tt(emb[:1], tok.attention_mask[:1])  # padded only to its own length
+    assert torch.allclose(got, ref, atol=1e-5)
+    assert torch.allclose(alone, got[:1], atol=1e-5)

