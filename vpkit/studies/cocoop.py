@@ -797,8 +797,8 @@ def chance_levels(test_sets, datasets) -> dict:
 # Figures (the project's method colours, 95% intervals, zero-shot, chance and the paper as references)
 # ----------------------------------------------------------------------------------------------------------
 
-# The linear probe shares its project colour with CoOp (vpkit.plots.METHOD_COLORS: "linear_probe" = "linear" =
-# "coop"), so it is told apart by its line: dash-dot, open squares, thinner.
+# The linear probe is a reference, not a prompt method: besides its own colour (vpkit.plots.METHOD_COLORS) it is
+# drawn with a different line - dash-dot, open squares, thinner.
 REFERENCE_STYLE = dict(marker="s", ms=4, mfc="white", ls="-.", lw=1.0)
 METRIC_TITLES = {"base": "base classes (seen in training)", "new": "new classes (unseen)",
                  "H": "H (harmonic mean of base and new)"}

@@ -895,7 +895,13 @@ def average_accuracy_figure(summary, *, num_classes: int):
                    label="source: the image-prompt project on L2P (Split CIFAR-100 10x10)")
         ax.scatter(df[l2p], y, marker="|", s=120, color="black", zorder=3, label="L2P paper (Split CIFAR-100 10x10)")
         ax.set_xlabel(title)
-        ax.set_xlim(0, 100)
+        if m == "forgetting":  # can be negative (training a later task helped an earlier one): show those bars whole
+            low = float(np.nanmin(np.concatenate([[0.0], np.nan_to_num(v) - _err(df, m)[0]])))
+            ax.set_xlim(min(0.0, low - 3), 100)
+            if low < 0:
+                ax.axvline(0, color="black", lw=0.8)
+        else:
+            ax.set_xlim(0, 100)
     axes[0].axvline(100 / num_classes, color="grey", ls=":", lw=1.2, label=f"chance (1/{num_classes} classes)")
     axes[0].set_yticks(y, [f"{n} ({k})" for n, k in zip(df.method, df.n_seeds)], fontsize=8)
     axes[0].set_ylabel("variant (seeds)")
