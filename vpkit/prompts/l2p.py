@@ -127,6 +127,16 @@ def pull_term(sim: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return sim.gather(1, idx).sum() / sim.shape[0]
 
 
+def gather_prompts(toks: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """The selected prompts (M, L, d)[idx (B, N)] -> (B, N*L, d), through ``F.embedding`` rather than advanced
+    indexing: the two give the same values, but the backward of ``toks[idx]`` (``index_put_`` with accumulate) adds
+    the gradients of repeated ids with atomic float adds on a multi-threaded CPU once the gradient has >= 32768
+    elements (B*N*L*d: 8*5*5*384 offline), in whatever order the threads run, so two runs of one seed trained
+    different prompts; embedding's backward sums in a fixed order (CPU and CUDA)."""
+    M, L, d = toks.shape
+    return F.embedding(idx, toks.reshape(M, L * d)).reshape(len(idx), -1, d)
+
+
 def patch_tokens(patch_embed: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Frozen patch embedding of images as (B, n, d) tokens (no position embedding; flattens NHWC output)."""
     t = patch_embed(images)
@@ -179,9 +189,7 @@ class PromptPool(nn.Module):
         """(prompts (B, N*L', d), selected ids (B, N), pull term)."""
         idx, sim = select_top_k(query, self.key, self.top_k, self.selection)
         toks = self.prompt_tokens(patch_embed)
-        B = len(query)
-        prompts = toks[idx].reshape(B, -1, toks.shape[-1])
-        return prompts, idx, pull_term(sim, idx)
+        return gather_prompts(toks, idx), idx, pull_term(sim, idx)
 
 
 class VAEGenerator(nn.Module):
