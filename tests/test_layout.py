@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent / "vpkit"
 
 # bottom to top; a module may import modules of its own layer or below (circles are tested separately)
 LAYERS = [
-    ["vpkit.netguard", "vpkit.dryrun", "vpkit.assets", "vpkit.device", "vpkit.profiles"],
+    ["vpkit.netguard", "vpkit.dryrun", "vpkit.assets", "vpkit.device", "vpkit.profiles", "vpkit.featcache"],
     ["vpkit.data", "vpkit.data.tasks", "vpkit.data.shift", "vpkit.data.continual", "vpkit.data.emoji",
      "vpkit.data.coop_splits"],
     ["vpkit.backbones", "vpkit.metrics", "vpkit.stats"],
