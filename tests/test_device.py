@@ -126,3 +126,58 @@ def test_fp16_loops_get_a_grad_scaler_and_cpu_loops_do_not():
     assert not needs_grad_scaler(torch.device("cuda"), False)
     device.configure(precision="bf16", threads=None)
     assert not needs_grad_scaler(torch.device("cuda"), True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The attention kernel: plain matmuls under CPU bf16 autocast, the fused kernel otherwise, the same function
+# ----------------------------------------------------------------------------------------------------------
+
+def test_cpu_vits_switch_kernel_with_the_autocast_state_and_compute_the_same_function():
+    from vpkit import backbones as bb
+
+    torch.manual_seed(0)
+    b = bb.build_backbone("vit_s14_dinov2", pretrained=False, img_size=28)
+    flags = [m.fused_attn for m in b.model.modules() if hasattr(m, "fused_attn")]
+    assert flags and all(isinstance(f, device.CpuBf16Unfused) for f in flags)
+    assert bool(flags[0])  # fp32: the fused kernel
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not bool(flags[0])  # bf16: plain matmuls
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        assert bool(flags[0])
+    x = torch.randn(2, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    outs = {}
+    for setting in ("fused", "plain"):
+        device.apply_attention(b.model, setting)
+        with torch.no_grad():
+            outs[setting] = b.model(x)
+    assert torch.allclose(outs["fused"], outs["plain"], atol=1e-5, rtol=1e-5)
+    # the gradients a prompt-tuning step sends back through the frozen blocks, too (fp32: both kernels exact)
+    grads = {}
+    for setting in ("fused", "plain"):
+        device.apply_attention(b.model, setting)
+        t = torch.randn(2, 10, b.embed_dim, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        (b.model.norm(b.model.blocks(t))[:, 0] ** 2).sum().backward()
+        grads[setting] = t.grad
+    assert grads["fused"].abs().max() > 0 and torch.allclose(grads["fused"], grads["plain"], atol=1e-5, rtol=1e-4)
+
+
+def test_minilm_runs_eager_on_the_cpu_and_matches_sdpa():
+    from vpkit import vlm
+
+    _, bert = vlm.load_minilm()
+    assert bert.config._attn_implementation == "eager" and device.attention_setting(bert)["hf"] == ["eager"]
+    x = torch.randn(3, 9, 384, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 9, dtype=torch.long)
+    mask[0, 6:] = 0
+    with torch.no_grad():
+        eager = bert(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        device.apply_attention(bert, "fused")
+        assert bert.config._attn_implementation == "sdpa"
+        sdpa = bert(inputs_embeds=x, attention_mask=mask).last_hidden_state
+    assert torch.allclose(eager[:, :6], sdpa[:, :6], atol=1e-4) and torch.allclose(eager[1:], sdpa[1:], atol=1e-4)
+
+
+def test_attention_setting_is_recorded_and_bad_values_are_named():
+    assert "attention" in device.describe()
+    with pytest.raises(ValueError, match="setting='flash'.*allowed"):
+        device.apply_attention(torch.nn.Linear(2, 2), "flash")

@@ -54,6 +54,23 @@ def test_use_false_and_the_switch_off_never_write(tmp_path, monkeypatch):
     assert not featcache.enabled(True) and not featcache.enabled(False)
     monkeypatch.setenv(featcache.ENV, "1")
     assert featcache.enabled(True) and not featcache.enabled(False)
+    monkeypatch.setenv(featcache.ENV, "0")  # the switch reaches cached(): it computes every time and writes nothing
+    featcache.cached(("k",), compute)
+    featcache.cached(("k",), compute)
+    assert len(calls) == 4 and not (tmp_path / "features").exists()
+
+
+def test_the_attention_kernel_is_part_of_the_key():
+    import timm
+
+    from vpkit import device
+
+    vit = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=28, num_classes=0, depth=1)
+    keys = set()
+    for setting in ("fused", "plain", "auto"):
+        device.apply_attention(vit, setting)
+        keys.add(featcache.digest("k", vit))
+    assert len(keys) == 3
 
 
 def test_an_unreadable_entry_is_recomputed(tmp_path, monkeypatch):
@@ -87,3 +104,30 @@ def test_backbones_cached_featurize_equals_featurize(tmp_path, monkeypatch):
     b2 = bb.build_backbone("efficientnet_lite0", pretrained=False, img_size=32)
     (f3, i3) = study.cached_featurize(b2, ds, batch_size=2, precision="fp32")
     assert not i3["hit"] and not torch.equal(f3[0], ref[0])
+
+
+def test_the_cache_keeps_under_its_cap_dropping_the_least_recently_used(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import pytest
+
+    monkeypatch.setenv("VPKIT_CACHE", str(tmp_path))
+    x = torch.zeros(64 * 1024)  # 256 KiB per entry
+    keys = []
+    for i in range(3):
+        _, info = featcache.cached(("k", i), lambda: {"x": x.clone()})
+        keys.append(info["key"])
+        p = tmp_path / "features" / f"{info['key']}.pt"
+        os.utime(p, (time.time() - 100 + i, time.time() - 100 + i))  # written in order, a second apart
+    featcache.cached(("k", 0), lambda: {"x": x.clone()})  # a hit: entry 0 is now the most recently used
+    monkeypatch.setenv(featcache.MAX_MB_ENV, "0.6")  # room for two entries
+    _, info = featcache.cached(("k", 3), lambda: {"x": x.clone()})
+    left = {p.stem for p in (tmp_path / "features").glob("*.pt")}
+    assert left == {keys[0], info["key"]}  # 1 and 2 were the least recently used
+    monkeypatch.setenv(featcache.MAX_MB_ENV, "0")  # a cap below one entry still keeps the one just written
+    _, info = featcache.cached(("k", 4), lambda: {"x": x.clone()})
+    assert {p.stem for p in (tmp_path / "features").glob("*.pt")} == {info["key"]}
+    monkeypatch.setenv(featcache.MAX_MB_ENV, "lots")
+    with pytest.raises(ValueError, match="VPKIT_FEATURE_CACHE_MAX_MB='lots'.*allowed"):
+        featcache.max_bytes()

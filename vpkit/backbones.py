@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import assets
+from .device import apply_attention
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -142,6 +143,7 @@ def build_backbone(name: str, *, pretrained: bool = True, img_size: int | None =
         raise ValueError(f"img_size={img_size} must be a multiple of the patch size 14 for {name}")
     model = builder(pretrained, img_size)
     model.eval()
+    apply_attention(model)  # plain-matmul attention on the CPU (vpkit.device: its fused backward is slow in bf16)
     if freeze:
         for p in model.parameters():
             p.requires_grad_(False)

@@ -9,6 +9,16 @@
   CPUs bf16 is emulated and 7-50x *slower*, so ``auto`` picks fp32 there. ``"fp32"`` / ``"bf16"`` force one.
   On CUDA, ``auto`` keeps fp16 autocast. A loop asks for mixed precision with ``amp=True``;
   :func:`autocast` turns that into bf16/fp16 autocast only when the chosen precision is not fp32.
+* **Attention kernel.** :func:`apply_attention` (called where backbones and MiniLM are built) picks the kernel by
+  measurement (``benchmarks/attention.py``, report in ``results/benchmarks/attention.md``): on the 2-core
+  AMD EPYC, torch 2.14, the fused ``scaled_dot_product_attention`` CPU kernel's *backward* under bf16 autocast takes
+  ~7x its forward, so a ViT-S/14 prompt-tuning step (gradients through the frozen blocks to the prompts) ran 1.5x
+  faster with plain matmuls + softmax at 42 tokens and 1.2x at 197, and a CoOp / CoCoOp step through MiniLM
+  1.6-2.0x; in fp32 the fused kernel was the faster for the ViT step (1.25x) and MiniLM the slower (0.75-0.95x).
+  So on the CPU timm ViTs use plain matmuls exactly while CPU bf16 autocast is on (:class:`CpuBf16Unfused`, decided
+  per call) and MiniLM always (transformers' ``"eager"``); on CUDA (the ``paper`` profile) the fused kernels stay.
+  Both compute the same function (fp32 outputs agree to ~1e-6); under bf16 the plain path rounds the attention
+  scores to bf16 before the softmax, as any autocast model without a fused kernel does.
 * **Threads.** ``threads="auto"`` times the same MLP forward with 1 thread and with every core this process may
   use, and keeps the faster (more threads unless one thread is clearly faster). Measured on the 2-core
   project machine (AMD EPYC with AVX512-BF16, idle): two threads gave 1.7-2.0x the throughput of one for
@@ -197,6 +207,54 @@ def autocast(device: torch.device | str, amp: bool):
     return torch.autocast(dev.type, dtype=_DTYPES[p])
 
 
+class CpuBf16Unfused:
+    """A timm attention module's ``fused_attn`` flag that answers per call (timm reads ``if self.fused_attn:`` in every
+    forward): the fused kernel unless CPU bf16 autocast is on. Under bf16 the fused CPU kernel's backward is the slow
+    part of a prompt-tuning step; in fp32 it is the faster one for training (module docstring)."""
+
+    def __bool__(self) -> bool:
+        return not (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+    def __repr__(self) -> str:
+        return "fused unless CPU bf16 autocast"
+
+
+def fused_attention(device: torch.device | str = "auto") -> str:
+    """Which attention kernel models built for ``device`` use: ``"fused"`` on CUDA; on the CPU ``"auto"`` for timm
+    ViTs (fused in fp32, plain matmuls under bf16 autocast: :class:`CpuBf16Unfused`) and plain matmuls for
+    transformers' MiniLM (``"eager"``: as fast or faster in both precisions). See the module docstring."""
+    return "fused" if resolve_device(device).type != "cpu" else "auto"
+
+
+def attention_setting(model: torch.nn.Module) -> dict:
+    """The attention kernels ``model`` uses: the distinct ``fused_attn`` settings of its timm attention modules and
+    the ``_attn_implementation`` of its transformers configs (part of the feature-cache key, :mod:`vpkit.featcache`)."""
+    timm_fused = sorted({repr(m.fused_attn) for m in model.modules() if hasattr(m, "fused_attn")})
+    hf = sorted({str(m.config._attn_implementation) for m in model.modules()
+                 if hasattr(getattr(m, "config", None), "_attn_implementation")})
+    return {"timm_fused": timm_fused, "hf": hf}
+
+
+def apply_attention(model: torch.nn.Module, setting: str | bool | None = None) -> torch.nn.Module:
+    """Set the attention kernel of every timm attention module (``fused_attn``) and transformers model
+    (``set_attn_implementation``) in ``model``: ``True`` / ``"fused"`` the fused kernel, ``False`` / ``"plain"``
+    plain matmuls, ``"auto"`` :class:`CpuBf16Unfused` for timm and ``"eager"`` for transformers, ``None`` =
+    :func:`fused_attention` of the device models run on. Returns ``model``."""
+    setting = fused_attention() if setting is None else setting
+    setting = {True: "fused", False: "plain"}.get(setting, setting)
+    if setting not in ("fused", "plain", "auto"):
+        raise ValueError(f"setting={setting!r}; allowed: 'fused', 'plain', 'auto', True, False or None")
+    flag = {"fused": True, "plain": False, "auto": CpuBf16Unfused()}[setting]
+    for m in model.modules():
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = flag
+        if hasattr(getattr(m, "config", None), "_attn_implementation") and hasattr(m, "set_attn_implementation"):
+            want = "sdpa" if setting == "fused" else "eager"
+            if m.config._attn_implementation != want:
+                m.set_attn_implementation(want)
+    return model
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
     try:
@@ -215,7 +273,9 @@ def describe() -> dict:
     m = _STATE["measured"]
     info = {"device": str(dev), "precision_setting": _STATE["precision"], "precision": precision(dev),
             "torch_threads": torch.get_num_threads(), "available_cores": available_cores(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model()}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_model": cpu_model(),
+            "attention": "fused" if fused_attention(dev) == "fused"
+            else "plain matmuls under CPU bf16 autocast (timm ViTs), eager (MiniLM)"}
     for k in ("matmul_bf16_speedup", "forward_bf16_speedup", "matmul_fp32_gflops", "matmul_bf16_gflops"):
         if k in m:
             info[k] = round(m[k], 3)

@@ -3,14 +3,16 @@
 A frozen backbone's features of a fixed image set depend only on what went into them, so a second run of a
 notebook (or a fresh clone on the same machine) need not recompute them. :func:`cached` keys an entry by a digest of
 *everything* that decides the numbers - the model's parameters and buffers, the images and labels, the image size,
-the precision and device the features are computed in, the batch size, the CPU capability and thread count (bf16
+the attention kernel, the precision and device the features are computed in, the batch size, the CPU capability and thread count (bf16
 kernels differ between CPUs), the versions of torch and timm, and the source of the code that computes them - so an
 entry can only be reused where recomputing would give the same tensors. Anything else changed means a new entry.
 
 Entries live in ``$VPKIT_CACHE/features/<digest>.pt`` (the cache directory of :func:`vpkit.assets.cache_dir`,
 never in git), written atomically; an unreadable entry is recomputed. Each entry keeps the seconds its computation
 took, so tables of extraction speed report the measured computation, not the load. ``VPKIT_FEATURE_CACHE=0`` turns
-the cache off for a process; profiles turn it on or off with ``feature_cache`` (``smoke`` and the tests: off).
+the cache off for a process; profiles turn it on or off with ``feature_cache`` (``smoke`` and the tests: off). The
+cache keeps at most ``$VPKIT_FEATURE_CACHE_MAX_MB`` MiB (default 2048): after each write the least recently used
+entries are deleted (:func:`prune`); deleting the folder empties it.
 """
 from __future__ import annotations
 
@@ -26,11 +28,65 @@ from typing import Callable
 import torch
 
 ENV = "VPKIT_FEATURE_CACHE"
+MAX_MB_ENV = "VPKIT_FEATURE_CACHE_MAX_MB"  # the cache's size cap in MiB (default DEFAULT_MAX_MB)
+DEFAULT_MAX_MB = 2048  # ~60 full offline backbones runs' worth (each adds ~35 MB when its inputs changed)
 
 
 def enabled(setting: bool = True) -> bool:
     """Whether to use the cache: the profile's ``setting``, unless ``$VPKIT_FEATURE_CACHE`` is ``0``/``false``."""
     return bool(setting) and os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def max_bytes() -> int:
+    """The size cap of the cache: ``$VPKIT_FEATURE_CACHE_MAX_MB`` MiB (a number >= 0), else :data:`DEFAULT_MAX_MB`."""
+    raw = os.environ.get(MAX_MB_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_MB << 20
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1.0
+    if mb < 0:
+        raise ValueError(f"{MAX_MB_ENV}={raw!r}; allowed: a number of MiB >= 0 (or unset: {DEFAULT_MAX_MB})")
+    return int(mb * (1 << 20))
+
+
+def prune(keep: Path | None = None, *, limit: int | None = None) -> list[Path]:
+    """Delete the least recently used entries (by modification time: a hit touches its entry) until the cache is
+    at most ``limit`` bytes (:func:`max_bytes`); ``keep`` (the entry just written) is never deleted. Returns what
+    was deleted. Stale temporary files of killed writers older than an hour go too."""
+    root = cache_root()
+    if not root.exists():
+        return []
+    limit = max_bytes() if limit is None else int(limit)
+    now, gone = time.time(), []
+    for tmp in root.glob("*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > 3600:
+                tmp.unlink()
+                gone.append(tmp)
+        except OSError:
+            pass
+    entries = []
+    for f in root.glob("*.pt"):
+        try:
+            st = f.stat()
+            entries.append((st.st_mtime, st.st_size, f))
+        except OSError:  # deleted by a concurrent prune
+            pass
+    total = sum(size for _, size, _ in entries)
+    for _, size, f in sorted(entries, key=lambda e: e[0]):
+        if total <= limit:
+            break
+        if keep is not None and f == keep:
+            continue
+        try:
+            f.unlink()
+            gone.append(f)
+            total -= size
+        except OSError:
+            pass
+    return gone
 
 
 def cache_root() -> Path:
@@ -51,6 +107,9 @@ def _update(h, part) -> None:
         for name, t in list(part.state_dict(keep_vars=False).items()):
             h.update(name.encode())
             _update(h, t)
+        from .device import attention_setting  # the attention kernel changes bf16 features' bits, not the weights
+
+        h.update(json.dumps(attention_setting(part), sort_keys=True).encode())
     elif callable(part) or inspect.isclass(part):
         h.update(f"code:{getattr(part, '__qualname__', repr(part))}:".encode())
         h.update(inspect.getsource(part).encode())
@@ -81,9 +140,9 @@ def cached(parts: tuple, compute: Callable[[], dict], *, use: bool = True) -> tu
 
     ``parts``: everything that decides the result (tensors, modules, code, JSON-able settings); the
     :func:`environment` is added. Returns ``(value, info)``, ``info = {"hit": bool, "seconds": the computation's
-    own seconds (measured now, or stored when it was computed), "key": digest}``. ``use=False``: always computes,
-    never writes (smoke runs, tests)."""
-    if not use:
+    own seconds (measured now, or stored when it was computed), "key": digest}``. ``use=False`` (or
+    ``$VPKIT_FEATURE_CACHE=0``, :func:`enabled`): always computes, never reads or writes (smoke runs, tests)."""
+    if not enabled(use):
         t0 = time.perf_counter()
         value = compute()
         return value, {"hit": False, "seconds": time.perf_counter() - t0, "key": None}
@@ -93,6 +152,10 @@ def cached(parts: tuple, compute: Callable[[], dict], *, use: bool = True) -> tu
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)
             if entry.get("key") == key:
+                try:
+                    os.utime(path)  # most recently used: the last to be pruned
+                except OSError:
+                    pass
                 return entry["value"], {"hit": True, "seconds": float(entry["seconds"]), "key": key}
         except Exception:  # an unreadable entry (a run killed mid-write by an older version, a full disk): recompute
             pass
@@ -108,4 +171,5 @@ def cached(parts: tuple, compute: Callable[[], dict], *, use: bool = True) -> tu
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    prune(keep=path)
     return value, {"hit": False, "seconds": seconds, "key": key}

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import assets
-from .device import autocast
+from .device import apply_attention, autocast
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def load_minilm():
     path = assets.minilm_path()
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModel.from_pretrained(str(path), local_files_only=True)
-    return tok, _freeze(model)
+    return tok, _freeze(apply_attention(model))  # "eager" attention on the CPU (vpkit.device.fused_attention)
 
 
 class MiniLMText(nn.Module):
@@ -263,8 +263,10 @@ class MiniLMText(nn.Module):
     def forward(self, embeddings, attention_mask):
         # Padding columns that no sequence of the batch uses are dropped first, as sentence-transformers pads each
         # batch only to its longest text: masked positions take no attention weight and no part in the mean, so the
-        # features are the same (to float rounding, ~1e-7) while a prompt batch tokenised to the full context length
-        # (32) but using ~10 tokens runs ~3x faster (measured: 1000 CoOp-style prompts, 10.9 s -> 3.8 s, 2 threads).
+        # features are the same (to float rounding, ~1e-7). What it speeds up is a batch tokenised to the full
+        # context length (32) that uses ~10 tokens, as encode_text's class-name prompts (measured: 1000 such texts,
+        # 10.9 s -> 3.8 s, 2 threads); CoOp / CoCoOp prompt batches were already cut to their used length by
+        # vpkit.prompts.coop.trim_padding, so their training did not get faster.
         used = attention_mask.ne(0).any(0).nonzero()
         n = int(used.max()) + 1 if len(used) else 1
         if n < attention_mask.shape[1]:
