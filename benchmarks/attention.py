@@ -33,17 +33,6 @@ from vpkit import device  # noqa: E402
 from vpkit.assets import atomic_write_bytes  # noqa: E402
 
 
-def _time(fn, repeats: int) -> float:
-    fn()
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000
-
-
 def _vit_step(vit, batch: int, tokens: int, train: bool, amp: bool):
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(batch, tokens, vit.embed_dim, generator=g)
@@ -101,7 +90,7 @@ def main(argv=None) -> int:
             ms = {}
             for fused in (True, False):
                 device.apply_attention(model, fused)
-                ms[fused] = _time(make(model, prec == "bf16"), args.repeats)
+                ms[fused] = 1000 * device.best_time(make(model, prec == "bf16"), args.repeats)
             rows.append((name, prec, ms[True], ms[False]))
             print(f"{name} [{prec}]: fused {ms[True]:.1f} ms, unfused {ms[False]:.1f} ms, "
                   f"{ms[True] / ms[False]:.2f}x", flush=True)
