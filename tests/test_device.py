@@ -181,3 +181,76 @@ def test_attention_setting_is_recorded_and_bad_values_are_named():
     assert "attention" in device.describe()
     with pytest.raises(ValueError, match="setting='flash'.*allowed"):
         device.apply_attention(torch.nn.Linear(2, 2), "flash")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Frozen Linear weights cast to bf16 once (the same bits as autocast's per-call cast); CNNs in channels_last
+# ----------------------------------------------------------------------------------------------------------
+
+def _linear_pair(seed: int = 0):
+    torch.manual_seed(seed)
+    plain = torch.nn.Linear(16, 8)
+    cached = device.cache_frozen_bf16(torch.nn.Sequential(torch.nn.Linear(16, 8)))[0]
+    cached.load_state_dict(plain.state_dict())
+    for p in (*plain.parameters(), *cached.parameters()):
+        p.requires_grad_(False)
+    return plain, cached
+
+
+def test_frozen_linear_bf16_copy_is_bit_identical_to_autocast_and_follows_weight_changes():
+    plain, cached = _linear_pair()
+    assert type(cached) is device.FrozenBf16Linear and isinstance(cached, torch.nn.Linear)
+    assert list(cached.state_dict()) == ["weight", "bias"]  # nothing new in the state dict
+    x = torch.randn(5, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = plain(x), cached(x)
+    assert b.dtype == torch.bfloat16 and torch.equal(a, b)
+    assert "_bf16_copy" in cached.__dict__  # the copy was made ...
+    ga, = torch.autograd.grad(a.float().sum(), x)
+    gb, = torch.autograd.grad(b.float().sum(), x)
+    assert torch.equal(ga, gb)  # ... and the gradient to the input is the same too
+    # an in-place change of the weight (load_state_dict, copy_) makes a new copy, never a stale one
+    with torch.no_grad():
+        plain.weight.mul_(2)
+        cached.weight.mul_(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(plain(x), cached(x))
+    # fp32 (no autocast): the plain fp32 layer
+    assert torch.equal(plain(x), cached(x)) and cached(x).dtype == torch.float32
+
+
+def test_a_trainable_weight_is_never_served_from_the_copy():
+    plain, cached = _linear_pair()
+    cached.weight.requires_grad_(True)
+    x = torch.randn(5, 16, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = cached(x)
+    assert "_bf16_copy" not in cached.__dict__
+    y.float().sum().backward()
+    assert cached.weight.grad is not None and cached.weight.grad.abs().sum() > 0
+    # a trainable bias with a frozen weight (BitFit): weight from the copy, the bias still trains
+    plain, cached = _linear_pair()
+    cached.bias.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, ref = cached(x), plain(x)
+    assert torch.equal(y, ref)
+    y.float().sum().backward()
+    assert cached.bias.grad is not None and cached.weight.grad is None
+
+
+def test_backbones_cache_frozen_linears_and_keep_cnns_channels_last():
+    from vpkit import backbones as bb
+
+    vit = bb.build_backbone("test_vit", pretrained=False)
+    lin = [m for m in vit.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert lin and all(type(m) is device.FrozenBf16Linear for m in lin)
+    cnn = bb.build_backbone("test_cnn", pretrained=False)
+    convs = [p for p in cnn.model.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    # the same function as the contiguous model (fp32; different kernels round differently, not more)
+    import copy
+
+    ref = copy.deepcopy(cnn.model).to(memory_format=torch.contiguous_format)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(cnn.model(x), ref(x), atol=1e-4, rtol=1e-4)

@@ -35,6 +35,17 @@ def test_moving_copies_and_leaves_the_source_where_it_was(vcuda):
     assert is_tagged(y.new_zeros(2)) and not is_tagged(y.new_zeros(2, device="cpu"))  # an explicit device= decides
 
 
+def test_a_deep_copy_stays_on_its_device_buffers_included(vcuda):
+    import copy
+
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).to(memory_format=torch.channels_last).to("cuda")
+    c = copy.deepcopy(m)  # as on CUDA: parameters and buffers (BatchNorm running stats) stay on the GPU
+    assert all(is_tagged(t) for t in (*c.parameters(), *c.buffers()))
+    c.eval()(torch.zeros(1, 3, 8, 8, device="cuda"))
+    cpu = copy.deepcopy(nn.BatchNorm2d(4))
+    assert not any(is_tagged(t) for t in (*cpu.parameters(), *cpu.buffers()))
+
+
 def test_numpy_of_a_cuda_tensor_fails_and_zero_dim_cpu_scalars_mix(vcuda):
     y = torch.ones(2, device="cuda")
     with pytest.raises(VirtualCudaError, match="numpy"):

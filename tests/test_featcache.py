@@ -73,6 +73,15 @@ def test_the_attention_kernel_is_part_of_the_key():
     assert len(keys) == 3
 
 
+def test_the_memory_format_is_part_of_the_key():
+    conv = torch.nn.Conv2d(3, 4, 3)
+    before = featcache.digest("k", conv)
+    conv.to(memory_format=torch.channels_last)  # the same values, other kernels: other bf16 bits
+    assert featcache.digest("k", conv) != before
+    conv.to(memory_format=torch.contiguous_format)
+    assert featcache.digest("k", conv) == before
+
+
 def test_an_unreadable_entry_is_recomputed(tmp_path, monkeypatch):
     monkeypatch.setenv("VPKIT_CACHE", str(tmp_path))
     compute, calls = _counting(torch.ones(2))

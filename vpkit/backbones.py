@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import assets
-from .device import apply_attention
+from .device import apply_attention, cache_frozen_bf16
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -144,6 +144,9 @@ def build_backbone(name: str, *, pretrained: bool = True, img_size: int | None =
     model = builder(pretrained, img_size)
     model.eval()
     apply_attention(model)  # plain-matmul attention on the CPU (vpkit.device: its fused backward is slow in bf16)
+    cache_frozen_bf16(model)  # frozen Linear weights cast to bf16 once, not per call, under CPU autocast
+    if kind == "cnn":  # oneDNN convolutions are faster in NHWC (vpkit.device, benchmarks/memory_format.py)
+        model.to(memory_format=torch.channels_last)
     if freeze:
         for p in model.parameters():
             p.requires_grad_(False)

@@ -14,7 +14,8 @@
   AMD EPYC, torch 2.14, the fused ``scaled_dot_product_attention`` CPU kernel's *backward* under bf16 autocast takes
   ~7x its forward, so a ViT-S/14 prompt-tuning step (gradients through the frozen blocks to the prompts) ran 1.5x
   faster with plain matmuls + softmax at 42 tokens and 1.2x at 197, and a CoOp / CoCoOp step through MiniLM
-  1.6-2.0x; in fp32 the fused kernel was the faster for the ViT step (1.25x) and MiniLM the slower (0.75-0.95x).
+  1.6-2.0x; in fp32 the fused kernel was the faster for the ViT step (1.25x), while for MiniLM it ran at only
+  0.78-0.93 of the plain-matmul speed.
   So on the CPU timm ViTs use plain matmuls exactly while CPU bf16 autocast is on (:class:`CpuBf16Unfused`, decided
   per call) and MiniLM always (transformers' ``"eager"``); on CUDA (the ``paper`` profile) the fused kernels stay.
   Both compute the same function (fp32 outputs agree to ~1e-6); under bf16 the plain path rounds the attention
@@ -25,6 +26,18 @@
   matmuls and ViT-S/14 forwards, 1.5x for a batched CoCoOp step and the same for a per-image loop; the old
   profiles' ``num_threads=1`` ("one thread ~10x faster") was measured on a heavily loaded machine, where
   oversubscribed threads spin - the measurement sees that case too and then picks one thread.
+
+* **Frozen weights in bf16.** Under CPU autocast every ``nn.Linear`` call casts its fp32 weight to bf16 again
+  (autocast caches casts only of leaf tensors that require grad), which at the offline shapes costs as much as a
+  good part of the matmul. :func:`cache_frozen_bf16` (called where backbones and MiniLM are built) makes frozen
+  ``nn.Linear`` layers keep that bf16 copy (:class:`FrozenBf16Linear`): the same rounding, so outputs are
+  bit-identical; the copy is remade when the weight changes in place and is never used for a weight that trains
+  or outside CPU bf16 autocast. Measured on the 2-core AMD EPYC (AVX512-BF16), ViT-S/14 at 56 px: a prompt step
+  (batch 8, forward + backward) 1.06-1.10x, a forward at batch 16 1.2x; at 112 px batch 32 no change.
+* **Memory format.** CNN backbones are kept in ``channels_last`` (:func:`vpkit.backbones.build_backbone`), where
+  oneDNN's convolutions are faster: EfficientNet-Lite0 on the same machine, fp32 training at 64 px batch 8
+  1.4x (full fine-tuning) and 1.25x (gradients to the input only), bf16 inference 1.3x at 64 px and 1.65x at
+  224 px (``benchmarks/memory_format.py``, report ``results/benchmarks/memory_format.md``).
 
 :func:`configure` applies both once per notebook (the settings cell calls it) and :func:`describe` is what every
 ``run.json`` records: the precision and threads used, the CPU's capability and model, and the measured ratios.
@@ -252,6 +265,35 @@ def apply_attention(model: torch.nn.Module, setting: str | bool | None = None) -
             want = "sdpa" if setting == "fused" else "eager"
             if m.config._attn_implementation != want:
                 m.set_attn_implementation(want)
+    return model
+
+
+class FrozenBf16Linear(torch.nn.Linear):
+    """An ``nn.Linear`` that, while its weight is frozen and CPU bf16 autocast is on, reuses one bf16 copy of its
+    weight (and of a frozen bias) instead of autocast's cast on every call; bit-identical to autocast's own cast.
+    The copy is keyed by the tensors' storage and version counter, so an in-place change (``load_state_dict``,
+    ``copy_``) makes a new one. Anywhere else it is a plain ``nn.Linear``. Made by :func:`cache_frozen_bf16`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.weight, self.bias
+        if (w.requires_grad or w.device.type != "cpu" or not torch.is_autocast_enabled("cpu")
+                or torch.get_autocast_dtype("cpu") != torch.bfloat16):
+            return torch.nn.functional.linear(x, w, b)
+        cache_b = b is not None and not b.requires_grad
+        key = (w.data_ptr(), w._version, w.dtype) + ((b.data_ptr(), b._version) if cache_b else ())
+        cached = self.__dict__.get("_bf16_copy")
+        if cached is None or cached[0] != key:
+            cached = (key, w.detach().to(torch.bfloat16), b.detach().to(torch.bfloat16) if cache_b else None)
+            self.__dict__["_bf16_copy"] = cached
+        return torch.nn.functional.linear(x, cached[1], cached[2] if cache_b else b)
+
+
+def cache_frozen_bf16(model: torch.nn.Module) -> torch.nn.Module:
+    """Turn every plain ``nn.Linear`` in ``model`` into a :class:`FrozenBf16Linear` (same parameters, same state
+    dict; the bf16 copy is used only while the weight is frozen and CPU bf16 autocast is on). Returns ``model``."""
+    for m in model.modules():
+        if type(m) is torch.nn.Linear:
+            m.__class__ = FrozenBf16Linear
     return model
 
 

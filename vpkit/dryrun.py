@@ -234,6 +234,8 @@ class VirtualCuda(TorchFunctionMode):
                                    "the tensor to host memory first. (virtual CUDA)")
         if func is torch.Tensor.pin_memory:
             return args[0]
+        if func is torch.Tensor.__deepcopy__:  # a copy lives where its original lives (buffers, plain tensors)
+            return _tag(func(*args, **kwargs), is_tagged(args[0]))
         # an explicit device= (factories, Tensor.new_*) decides the output's device; otherwise it follows the inputs
         explicit = kwargs.get("device") is not None
         to_cuda = explicit and _device_type(kwargs["device"]) == "cuda"

@@ -3,8 +3,8 @@
 A frozen backbone's features of a fixed image set depend only on what went into them, so a second run of a
 notebook (or a fresh clone on the same machine) need not recompute them. :func:`cached` keys an entry by a digest of
 *everything* that decides the numbers - the model's parameters and buffers, the images and labels, the image size,
-the attention kernel, the precision and device the features are computed in, the batch size, the CPU capability and thread count (bf16
-kernels differ between CPUs), the versions of torch and timm, and the source of the code that computes them - so an
+the attention kernel, the memory format of the convolution weights, the precision and device the features are
+computed in, the batch size, the CPU capability and thread count (bf16 kernels differ between CPUs), the versions of torch and timm, and the source of the code that computes them - so an
 entry can only be reused where recomputing would give the same tensors. Anything else changed means a new entry.
 
 Entries live in ``$VPKIT_CACHE/features/<digest>.pt`` (the cache directory of :func:`vpkit.assets.cache_dir`,
@@ -110,6 +110,8 @@ def _update(h, part) -> None:
         from .device import attention_setting  # the attention kernel changes bf16 features' bits, not the weights
 
         h.update(json.dumps(attention_setting(part), sort_keys=True).encode())
+        # channels_last vs contiguous convolutions: other kernels, other bits; the bytes above cannot tell them apart
+        h.update(json.dumps([list(p.stride()) for p in part.parameters() if p.dim() == 4]).encode())
     elif callable(part) or inspect.isclass(part):
         h.update(f"code:{getattr(part, '__qualname__', repr(part))}:".encode())
         h.update(inspect.getsource(part).encode())

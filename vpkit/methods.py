@@ -143,7 +143,9 @@ def stage_shapes(backbone: Backbone, body: nn.Module | None = None) -> dict[str,
     was_training = body.training
     body.eval()
     try:
-        body.forward_features(torch.zeros(1, 3, backbone.img_size, backbone.img_size))
+        # on the body's device (a copy of a backbone that an earlier run moved to the GPU lives there)
+        dev = next((p.device for p in body.parameters()), torch.device("cpu"))
+        body.forward_features(torch.zeros(1, 3, backbone.img_size, backbone.img_size, device=dev))
     finally:
         for h in hooks:
             h.remove()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import assets
-from .device import apply_attention, autocast
+from .device import apply_attention, autocast, cache_frozen_bf16
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,8 @@ def load_minilm():
     path = assets.minilm_path()
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     model = AutoModel.from_pretrained(str(path), local_files_only=True)
-    return tok, _freeze(apply_attention(model))  # "eager" attention on the CPU (vpkit.device.fused_attention)
+    # "eager" attention on the CPU (vpkit.device.fused_attention); frozen Linear weights cast to bf16 once
+    return tok, _freeze(cache_frozen_bf16(apply_attention(model)))
 
 
 class MiniLMText(nn.Module):
