@@ -99,7 +99,8 @@ def _build(case: str):
         n = BATCH["vlm"]
         return m, lambda: (torch.randn(n, 3, 64, 64, generator=g), torch.randint(0, 5, (n,), generator=g)), "vlm"
     n = BATCH["prompt"]
-    model = (coop.CoOp if what == "coop" else coop.CoCoOp)(vlm, names, n_ctx=4, ctx_init="a photo of a")
+    # amp=True: the model's text tower follows the row's precision (it runs its own autocast; logits stay fp32)
+    model = (coop.CoOp if what == "coop" else coop.CoCoOp)(vlm, names, n_ctx=4, ctx_init="a photo of a", amp=True)
     if what == "cocoop_loop":
         model.forward = model.forward_loop
     feats = lambda: F.normalize(torch.randn(n, vlm.embed_dim, generator=g), dim=-1)  # noqa: E731

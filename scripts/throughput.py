@@ -59,10 +59,8 @@ def _sync(dev):
 
 
 def _amp(dev):
-    """bf16 autocast where the GPU supports it (no scaler needed), else the loops' own choice."""
-    if _real_cuda(dev):
-        dt = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dt), {torch.bfloat16: "bf16", torch.float16: "fp16"}[dt]
+    """The loops' autocast (:func:`vpkit.device.autocast`) and its precision; :func:`main` forces bf16 on a GPU that
+    has it (no scaler needed), so models that run autocast themselves (CoCoOp's text tower) agree with it."""
     return device.autocast(dev, True), device.precision(dev)
 
 
@@ -93,7 +91,7 @@ def _build(kind: str, batch: int, dev):
     elif kind == "vit_b16_224_resnet50_224_frozen_inference":
         model = bb.model
     elif kind == "clip_vitb16_cocoop_train":
-        model = coop.build_prompt_model("cocoop", clip, [f"class {i}" for i in range(50)], n_ctx=4)
+        model = coop.build_prompt_model("cocoop", clip, [f"class {i}" for i in range(50)], n_ctx=4, amp=True)
     elif kind == "clip_vitb16_224_image_encode":
         model = clip
     else:
@@ -160,6 +158,8 @@ def main(argv=None) -> int:
     if args.steps < 1:
         ap.error(f"--steps={args.steps} must be >= 1")
     dev = device.resolve_device("auto")
+    if _real_cuda(dev) and torch.cuda.is_bf16_supported():
+        device.configure(precision="bf16", threads=None)
     rows = []
     for k in kinds:
         batch = KINDS[k][1] if _real_cuda(dev) else min(KINDS[k][1], args.cpu_batch)

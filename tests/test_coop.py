@@ -174,3 +174,75 @@ def test_augmented_views_stand_in_for_per_epoch_augmentation(vlm, monkeypatch):
     monkeypatch.setattr(cocoop, "correct_on", lambda *a, **k: torch.tensor([True, False]))
     cocoop.base_to_new(vlm, fs, "coop", k=2, seed=1, train_kw={"epochs": 20, "batch_size": 4})
     assert seen == {"epochs": 10, "n": 2 * 5 * 2}  # 20 epochs over 2 views -> 10 passes; 5 base classes x 2 shots
+
+
+@pytest.fixture
+def forced_precision():
+    """Force a precision for one test, then restore the process's device state."""
+    from vpkit import device
+
+    saved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in device._STATE.items()}
+    yield lambda p: device.configure(precision=p, threads=None)
+    device._STATE.clear()
+    device._STATE.update(saved)
+
+
+def _spy_text_tower(vlm, monkeypatch):
+    """Record (autocast on, its dtype) at every text-tower call."""
+    seen, inner = [], vlm.encode_text_embeddings
+
+    def spy(*a, **kw):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return inner(*a, **kw)
+    monkeypatch.setattr(vlm, "encode_text_embeddings", spy)
+    return seen
+
+
+@pytest.mark.parametrize("method", ["coop", "cocoop"])
+def test_amp_puts_only_the_text_tower_under_autocast(vlm, method, monkeypatch, forced_precision):
+    forced_precision("bf16")
+    seen = _spy_text_tower(vlm, monkeypatch)
+    m = coop.build_prompt_model(method, vlm, NAMES, n_ctx=2, ctx_init=None, amp=True)
+    with torch.autocast("cpu", enabled=False):  # the model turns autocast on for its text passes itself
+        logits = m(feats(vlm))
+    assert seen and all(s == (True, torch.bfloat16) for s in seen)
+    assert logits.dtype == torch.float32
+    seen.clear()
+    fp = coop.build_prompt_model(method, vlm, NAMES, n_ctx=2, ctx_init=None, amp=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # amp=False keeps fp32 even inside an enclosing autocast
+        logits = fp(feats(vlm))
+        if method == "cocoop":
+            assert fp.meta_net(feats(vlm)).dtype == torch.bfloat16  # (the enclosing autocast is on out here)
+    assert seen and all(not on for on, _ in seen)
+    assert logits.dtype == torch.float32
+    if method == "cocoop":  # the Meta-Net and the logits stay fp32 under amp too, whatever encloses the call
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            x = torch.nn.functional.normalize(feats(vlm), dim=-1)
+            with m._fp32():
+                assert m.conditional_context(x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("method", ["coop", "cocoop"])
+def test_amp_in_fp32_is_bit_identical_and_bf16_is_close(vlm, method, forced_precision):
+    x = feats(vlm, n=5)
+    ref = coop.build_prompt_model(method, vlm, NAMES, n_ctx=2, ctx_init=None, seed=3, amp=False)(x)
+    forced_precision("fp32")
+    assert torch.equal(coop.build_prompt_model(method, vlm, NAMES, n_ctx=2, ctx_init=None, seed=3, amp=True)(x), ref)
+    forced_precision("bf16")
+    lo = coop.build_prompt_model(method, vlm, NAMES, n_ctx=2, ctx_init=None, seed=3, amp=True)(x)
+    assert not torch.equal(lo, ref)  # it did run in bf16
+    torch.testing.assert_close(lo, ref, atol=0.05 * float(vlm.logit_scale), rtol=0)
+
+
+def test_amp_batched_cocoop_equals_loop_and_training_records_bf16(vlm, forced_precision):
+    forced_precision("bf16")
+    m = coop.CoCoOp(vlm, NAMES, amp=True)
+    x = feats(vlm, n=5)
+    torch.testing.assert_close(m(x), m.forward_loop(x), atol=0.05 * float(vlm.logit_scale), rtol=0)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    _, hist = cocoop.train_prompt("cocoop", vlm, NAMES, x, y, epochs=1, batch_size=5, lr=0.01, amp=True)
+    assert hist.precision == "bf16"
+    _, hist = cocoop.train_prompt("coop", vlm, NAMES, x, y, epochs=1, batch_size=5, lr=0.01, amp=False)
+    assert hist.precision == "fp32"
+    with pytest.raises(ValueError, match="amp"):
+        coop.CoOp(vlm, NAMES, amp="yes")

@@ -139,3 +139,31 @@ def test_every_method_has_one_colour_that_no_other_method_shares_and_a_readable_
     assert plots.method_color("Partial-2") == plots.method_color("partial_2") != plots.method_color("partial_1")
     assert plots.method_color("some_new_method") not in colours  # unknown names never take a method's colour
     assert plots.method_label("vpt_deep") == "VPT-deep" and plots.method_label("unknown x") == "unknown x"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_optimizers_use_fused_kernels_with_the_single_tensor_update(name):
+    from vpkit.train import fused_ok, make_optimizer
+
+    torch.manual_seed(0)
+    w0 = [torch.randn(7, 5), torch.randn(5)]
+    grads = [[torch.randn_like(w) for w in w0] for _ in range(3)]
+    runs = {}
+    for fused in (True, False):
+        ps = [torch.nn.Parameter(w.clone()) for w in w0]
+        opt = make_optimizer(ps, optimizer=name, lr=0.1, weight_decay=0.01)
+        assert opt.defaults["fused"] is True
+        if not fused:  # the reference: torch's per-tensor loop, as the official code runs it
+            kw = dict(lr=0.1, weight_decay=0.01, **({"momentum": 0.9} if name == "sgd" else {}))
+            opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](
+                ps, foreach=False, **kw)
+        for g in grads:
+            for p, gg in zip(ps, g):
+                p.grad = gg.clone()
+            opt.step()
+        runs[fused] = ps
+    for a, b in zip(runs[True], runs[False]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+        assert not torch.equal(a, w0[0] if a.shape == w0[0].shape else w0[1])  # it did step
+    assert fused_ok([torch.zeros(2, requires_grad=True)])
+    assert not fused_ok([torch.zeros(2, dtype=torch.int64)])

@@ -33,10 +33,11 @@
   ``nn.Linear`` layers keep that bf16 copy (:class:`FrozenBf16Linear`): the same rounding, so outputs are
   bit-identical; the copy is remade when the weight changes in place and is never used for a weight that trains
   or outside CPU bf16 autocast. Measured on the 2-core AMD EPYC (AVX512-BF16), ViT-S/14 at 56 px: a prompt step
-  (batch 8, forward + backward) 1.06-1.10x, a forward at batch 16 1.2x; at 112 px batch 32 no change.
+  (batch 8, forward + backward) 1.08x, a forward at batch 16 1.08x; at 112 px batch 32 1.01x
+  (``results/benchmarks/memory_format.md``).
 * **Memory format.** CNN backbones are kept in ``channels_last`` (:func:`vpkit.backbones.build_backbone`), where
   oneDNN's convolutions are faster: EfficientNet-Lite0 on the same machine, fp32 training at 64 px batch 8
-  1.4x (full fine-tuning) and 1.25x (gradients to the input only), bf16 inference 1.3x at 64 px and 1.65x at
+  1.43x (full fine-tuning) and 1.25x (gradients to the input only), bf16 inference 1.29x at 64 px and 1.50x at
   224 px (``benchmarks/memory_format.py``, report ``results/benchmarks/memory_format.md``).
 
 :func:`configure` applies both once per notebook (the settings cell calls it) and :func:`describe` is what every

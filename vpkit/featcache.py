@@ -4,8 +4,9 @@ A frozen backbone's features of a fixed image set depend only on what went into 
 notebook (or a fresh clone on the same machine) need not recompute them. :func:`cached` keys an entry by a digest of
 *everything* that decides the numbers - the model's parameters and buffers, the images and labels, the image size,
 the attention kernel, the memory format of the convolution weights, the precision and device the features are
-computed in, the batch size, the CPU capability and thread count (bf16 kernels differ between CPUs), the versions of torch and timm, and the source of the code that computes them - so an
-entry can only be reused where recomputing would give the same tensors. Anything else changed means a new entry.
+computed in, the batch size, the CPU capability and thread count (bf16 kernels differ between CPUs), the versions
+of torch and timm, and the source of the code that computes them - so an entry can only be reused where
+recomputing would give the same tensors. Anything else changed means a new entry.
 
 Entries live in ``$VPKIT_CACHE/features/<digest>.pt`` (the cache directory of :func:`vpkit.assets.cache_dir`,
 never in git), written atomically; an unreadable entry is recomputed. Each entry keeps the seconds its computation

@@ -16,6 +16,12 @@ over images in Python; :meth:`CoCoOp.forward_loop` does the same and exists only
 time it. Both models take **precomputed image features** (the image tower is frozen and, without
 augmentation, runs once per image: :func:`vpkit.vlm.encode_images`).
 
+**Precision.** ``amp=True`` runs the text tower (the whole cost of a prompt step) under
+:func:`vpkit.device.autocast`: bf16 on a CPU where it was measured faster, fp16 on CUDA, fp32 otherwise. Everything
+else stays fp32 whatever the surrounding context: the Meta-Net, the prompt assembly, the normalisation of the text
+features and the ``logit_scale * cos`` product (bf16 logits near 30 are 0.125 apart, so argmax would tie). The
+official code trains CLIP in fp16 throughout (``PREC: fp16``), logits included; ``amp=False`` (the default) is fp32.
+
 All modules work on any :class:`vpkit.vlm.VLM` (open_clip CLIP for ``paper``, the offline stand-in,
 ``test_clip`` in tests). Training on precomputed features, the base-to-new protocol, the paper's numbers and
 the claims: :mod:`vpkit.studies.cocoop`.
@@ -28,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import autocast
 from ..vlm import VLM, OpenClipVLM, TextTokens
 
 PLACEHOLDER = "X"  # the token the context positions hold before their embeddings are replaced (CoOp's code)
@@ -132,13 +139,30 @@ class PromptLearner(nn.Module):
 class _PromptModel(nn.Module):
     """Holds the frozen VLM (a submodule, so ``.to`` moves it) and the prompt learner."""
 
-    def __init__(self, vlm: VLM, classnames, **prompt_kw):
+    def __init__(self, vlm: VLM, classnames, *, amp: bool = False, **prompt_kw):
         super().__init__()
+        if not isinstance(amp, bool):
+            raise ValueError(f"amp={amp!r}; allowed: True (text tower under the measured autocast) or False (fp32)")
         for p in vlm.parameters():
             p.requires_grad_(False)
         self.vlm = vlm
+        self.amp = amp
         self.prompt = PromptLearner(vlm, classnames, **prompt_kw)
         self.to(vlm.device)  # the learned context (built on the CPU) follows the frozen VLM's device
+
+    def _device(self) -> torch.device:
+        return self.prompt.ctx.device
+
+    def _fp32(self):
+        """The context of everything but the text tower: autocast off, whatever encloses the call."""
+        return torch.autocast(self._device().type, enabled=False)
+
+    def _text(self, embeddings: torch.Tensor, tokens: TextTokens) -> torch.Tensor:
+        """Normalised fp32 text features; the text tower under :func:`vpkit.device.autocast` when ``amp``."""
+        with autocast(self._device(), self.amp):
+            t = self.vlm.encode_text_embeddings(embeddings, tokens, normalize=False)
+        with self._fp32():
+            return F.normalize(t.float(), dim=-1)
 
     def set_classnames(self, classnames: list[str]) -> "_PromptModel":
         self.prompt.set_classnames(classnames)
@@ -156,11 +180,15 @@ class CoOp(_PromptModel):
     """CoOp (IJCV 2022, Eq. 2): ``model(image_features) -> logits (B, C)`` with learned context."""
 
     def text_features(self) -> torch.Tensor:
-        return self.vlm.encode_text_embeddings(self.prompt.embeddings(), self.prompt.tokens)
+        with self._fp32():
+            emb = self.prompt.embeddings()
+        return self._text(emb, self.prompt.tokens)
 
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        x = F.normalize(image_features.float(), dim=-1)
-        return self.vlm.logit_scale * x @ self.text_features().t()
+        t = self.text_features()
+        with self._fp32():
+            x = F.normalize(image_features.float(), dim=-1)
+            return self.vlm.logit_scale * x @ t.t()
 
 
 class MetaNet(nn.Sequential):
@@ -191,24 +219,29 @@ class CoCoOp(_PromptModel):
     def forward(self, image_features: torch.Tensor, text_chunk: int | None = None) -> torch.Tensor:
         """``(B, D)`` image features -> ``(B, C)`` logits; ``text_chunk``: at most that many of the ``B * C`` text
         passes go through the text tower at once (bounds memory when evaluating many classes; None: all at once)."""
-        x = F.normalize(image_features.float(), dim=-1)
-        B, C = x.shape[0], len(self.prompt.classnames)
-        emb = self.prompt.embeddings(self.conditional_context(x)).flatten(0, 1)  # (B * C, L, w)
+        with self._fp32():
+            x = F.normalize(image_features.float(), dim=-1)
+            B, C = x.shape[0], len(self.prompt.classnames)
+            emb = self.prompt.embeddings(self.conditional_context(x)).flatten(0, 1)  # (B * C, L, w)
         tok = self.prompt.tokens
         rep = TextTokens(tok.ids.repeat(B, 1), tok.attention_mask.repeat(B, 1), tok.eot.repeat(B))
         n = len(emb) if not text_chunk else max(1, int(text_chunk))
-        t = torch.cat([self.vlm.encode_text_embeddings(emb[i:i + n], rep[i:i + n])
-                       for i in range(0, len(emb), n)]).view(B, C, -1)
-        return self.vlm.logit_scale * torch.einsum("bd,bcd->bc", x, t)
+        t = torch.cat([self._text(emb[i:i + n], rep[i:i + n]) for i in range(0, len(emb), n)]).view(B, C, -1)
+        with self._fp32():
+            return self.vlm.logit_scale * torch.einsum("bd,bcd->bc", x, t)
 
     def forward_loop(self, image_features: torch.Tensor) -> torch.Tensor:
         """Reference: the official code's per-image Python loop (used only to check equality and to time)."""
-        x = F.normalize(image_features.float(), dim=-1)
-        ctx = self.conditional_context(x)
+        with self._fp32():
+            x = F.normalize(image_features.float(), dim=-1)
+            ctx = self.conditional_context(x)
         rows = []
         for i in range(x.shape[0]):
-            t = self.vlm.encode_text_embeddings(self.prompt.embeddings(ctx[i]), self.prompt.tokens)
-            rows.append(self.vlm.logit_scale * t @ x[i])
+            with self._fp32():
+                emb = self.prompt.embeddings(ctx[i])
+            t = self._text(emb, self.prompt.tokens)
+            with self._fp32():
+                rows.append(self.vlm.logit_scale * t @ x[i])
         return torch.stack(rows)
 
 

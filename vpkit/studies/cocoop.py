@@ -42,7 +42,7 @@ PROFILES = {
                   optimizer="sgd", warmup_epochs=0, shift_dataset="digits", shifts=["inverted"],
                   cross=[], ablation_dataset="digits", ablation_init=False, ablation_seeds=[0],
                   ablation_n_ctx=[1], ablation_bigger_coop=False, timing_batch=2, timing_repeats=2, train_views=0,
-                  eval_text_chunk=None, splits=None, imagenet=False),
+                  eval_text_chunk=None, splits=None, imagenet=False, amp=True),
     "offline": dict(vlm="offline", img_size=128, datasets=["fashion_mnist", "mnist5k", "digits"],
                     shots=[1, 2, 4, 8, 16], n_test_per_class={"fashion_mnist": 100, "mnist5k": None, "digits": None},
                     seeds=[1, 2, 3], n_ctx=4, ctx_init="a photo of a",
@@ -52,7 +52,7 @@ PROFILES = {
                     cross=[["mnist5k", "digits"]], ablation_dataset="fashion_mnist", ablation_init=True,
                     ablation_seeds=[1, 2, 3], ablation_n_ctx=[1, 8, 16], ablation_bigger_coop=True,
                     timing_batch=8, timing_repeats=20, train_views=0, eval_text_chunk=None, splits=None,
-                    imagenet=False),
+                    imagenet=False, amp=True),
     "paper": dict(vlm="clip_vit_b16", img_size=None,
                   datasets=["eurosat", "dtd", "flowers102", "oxford_pets", "food101", "caltech101",
                             "fgvc_aircraft", "sun397"],
@@ -69,6 +69,7 @@ PROFILES = {
                   train_views=10,  # cached augmented views of each shot (official: a fresh view every epoch)
                   eval_text_chunk=4096,  # CoCoOp evaluation: at most 4096 of the images x classes text passes at once
                   splits="zhou",  # CoOp's split_zhou_*.json files, placed by hand in data/<dataset>/
+                  amp=True,  # the text tower under autocast (official: PREC fp16)
                   imagenet=False),  # True: + ImageNet (manual download) as a dataset and the cross-dataset source
 }
 # The paper profile (CoCoOp Sec. 4 and the official configs): CLIP ViT-B/16 (OpenAI weights, QuickGELU), images
@@ -81,8 +82,8 @@ PROFILES = {
 # datasets, so cross-dataset transfer is Caltech101 -> 7 datasets (paper: ImageNet -> 10) and domain shift is
 # corrupted Caltech101 (paper: ImageNet-V2/Sketch/A/R); image features are frozen and computed once, with 10
 # cached augmented views per shot (official: a fresh random-resized crop + flip every epoch); the warmup epoch is a
-# linear ramp (official: constant lr 1e-5); CoOp at 200 epochs, batch 32 (CoOp's few-shot config); fp32 prompt steps
-# (official: fp16).
+# linear ramp (official: constant lr 1e-5); CoOp at 200 epochs, batch 32 (CoOp's few-shot config); the text tower
+# under fp16 autocast with fp32 master weights, Meta-Net and logits (official: the whole model in fp16).
 
 # Paper-shape dry run (vpkit.dryrun): the fewest points that reach every code path - one dataset (EuroSAT, 10
 # classes: CoCoOp's text pass costs images x classes), one K, one seed, the cross-dataset pair on that dataset, one
@@ -178,6 +179,13 @@ class FeatureLoader:
             yield self.features[idx], self.labels[idx]
 
 
+def text_precision(model) -> str:
+    """The precision of a prompt model's text passes: the measured autocast's with ``amp``, else fp32."""
+    from ..device import precision
+
+    return precision(next(model.parameters()).device) if model.amp else "fp32"
+
+
 def train_prompt(method: str, vlm: VLM, classnames: list[str], features: torch.Tensor, labels: torch.Tensor, *,
                  epochs: int, batch_size: int, lr: float, optimizer: str = "sgd", weight_decay: float = 5e-4,
                  warmup_epochs: float = 1.0, seed: int = 0, progress: bool = False, **prompt_kw):
@@ -186,9 +194,11 @@ def train_prompt(method: str, vlm: VLM, classnames: list[str], features: torch.T
 
     torch.manual_seed(seed)
     model = build_prompt_model(method, vlm, classnames, seed=seed, **prompt_kw)
+    # amp: the model runs its text tower under autocast itself (vpkit.prompts.coop); fit's flag adds the loss
+    # scaling fp16 needs on CUDA and records the precision in the history
     hist = fit(model, FeatureLoader(features, labels, batch_size=batch_size, shuffle=True, seed=seed),
                epochs=epochs, lr=lr, optimizer=optimizer, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-               progress=progress, desc=method)
+               progress=progress, desc=method, amp=model.amp)
     return model, hist
 
 
@@ -599,18 +609,18 @@ def step_times(vlm: VLM, fs: FeatureSet, *, k: int, seed: int, batch: int, repea
                "coop_s_per_step": float(med["coop"]), "speedup": float(med["loop"] / med["batched"]),
                "statistic": f"median of {repeats} interleaved steps", "batch_size": int(len(y)),
                "num_classes": len(names), "threads": torch.get_num_threads(),
-               "precision": "fp32"}  # the prompt steps run without autocast
+               "precision": text_precision(co)}
     return summary, rows
 
 
 def ablation_rows(vlm: VLM, fs: FeatureSet, b2n, models: dict, *, k: int, seeds, train_kw: dict, n_ctx: int,
                   ctx_init: str | None, init: bool, n_ctx_list, bigger: bool, progress: bool = True,
-                  eval_text_chunk: int | None = None):
+                  eval_text_chunk: int | None = None, amp: bool = False):
     """CoCoOp's further analysis on one dataset, for every seed: phrase vs random initialisation (both methods),
     context length (random init, both methods), and a "bigger CoOp" (random init) with as many context vectors as match
     CoCoOp's parameter count, capped by what the text tower's context length leaves after the longest class name.
     The phrase-initialised runs are the grid's (their outcomes are under ``b2n``) -> (rows, outcomes of the
-    random-initialised runs)."""
+    random-initialised runs). ``amp``: as the grid's models (:class:`vpkit.prompts.coop.CoOp`)."""
     from tqdm.auto import tqdm
 
     jobs = []
@@ -630,7 +640,7 @@ def ablation_rows(vlm: VLM, fs: FeatureSet, b2n, models: dict, *, k: int, seeds,
                 rows.append({**hit.iloc[0].to_dict(), "init": "phrase" if ctx_init else "random", "n_ctx": n_ctx})
     for method, s, n, label in tqdm(jobs, desc="ablations", disable=not progress):  # all random-initialised
         r, _, c = base_to_new(vlm, fs, method, k=k, seed=s, train_kw=train_kw[method],
-                              prompt_kw=dict(n_ctx=n, ctx_init=None), eval_text_chunk=eval_text_chunk)
+                              prompt_kw=dict(n_ctx=n, ctx_init=None, amp=amp), eval_text_chunk=eval_text_chunk)
         rows.append({**r, "method": label, "init": "random", "n_ctx": n})
         outcomes.update({outcome_key("abl", ablation_run(label, "random", n), fs.name, split, k, s): v
                          for split, v in c.items()})
