@@ -55,7 +55,9 @@ import torch
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_MIN_SPEEDUP = 1.2  # bf16 must be at least this much faster than fp32 on both probes to be chosen
 THREADS_MIN_SPEEDUP = 1.2  # one thread must be this much faster than all of them to be chosen
-THREADS_ENV = "VPKIT_THREADS"  # an int here replaces threads="auto" (tests: one thread count for every run)
+# an int here replaces threads="auto" (tests: one thread count for every run; `replicate --jobs N`: each kernel's
+# share of the cores)
+THREADS_ENV = "VPKIT_THREADS"
 
 _STATE: dict = {"precision": "auto", "measured": {}}
 

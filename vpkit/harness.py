@@ -1,7 +1,9 @@
 """Run the replication notebooks headlessly with papermill: ``python -m vpkit replicate [NAMES] --profile P``.
 
 ``--set KEY=VALUE`` passes notebook parameters (checked against the notebook's declared ones); a notebook whose
-results are current (same parameters, unchanged code: :func:`is_current`) is skipped unless ``--force``.
+results are current (same parameters, unchanged code: :func:`is_current`) is skipped unless ``--force``; ``--jobs``
+runs several notebooks at once, each with its share of the cores (default: two for the offline profile on a
+CPU-only machine, see :func:`auto_jobs`).
 """
 from __future__ import annotations
 
@@ -106,13 +108,73 @@ def _summary_row(name: str, out_dir: Path, seconds: float) -> dict:
             "threads": run.get("torch_threads", "?"), "cpu": f"{run.get('cpu_model', '?')} ({run.get('cpu_capability', '?')})"}
 
 
-def summary_table(rows: list[dict]) -> str:
-    """The closing table of ``replicate``: notebook, minutes, precision, threads, CPU, and the total."""
-    lines = [f"{'notebook':20s} {'minutes':>8s}  {'precision':9s} {'threads':>7s}  cpu"]
-    lines += [f"{r['notebook']:20s} {r['minutes']:8.1f}  {r['precision']:9s} {str(r['threads']):>7s}  {r['cpu']}"
+def summary_table(rows: list[dict], *, wall_minutes: float | None = None, jobs: int = 1) -> str:
+    """The closing table of ``replicate``: notebook, minutes, precision, threads, CPU, and the total (with
+    ``jobs`` > 1, the sum of the notebooks' minutes and, as ``wall_minutes``, the elapsed time of the whole run)."""
+    lines = [f"{'notebook':22s} {'minutes':>8s}  {'precision':9s} {'threads':>7s}  cpu"]
+    lines += [f"{r['notebook']:22s} {r['minutes']:8.1f}  {r['precision']:9s} {str(r['threads']):>7s}  {r['cpu']}"
               for r in rows]
-    lines.append(f"{'total':20s} {sum(r['minutes'] for r in rows):8.1f}")
+    lines.append(f"{'total' if jobs == 1 else 'sum of notebooks':22s} {sum(r['minutes'] for r in rows):8.1f}")
+    if wall_minutes is not None and jobs > 1:
+        lines.append(f"{f'wall clock ({jobs} at once)':22s} {wall_minutes:8.1f}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Notebooks at once (replicate --jobs)
+# ----------------------------------------------------------------------------------------------------------
+# Measured on the 2-core project machine (AMD EPYC, AVX512-BF16; 2026-12-07), images/s of one process at 2 threads
+# against two 1-thread processes at once (their sum):
+#   L2P-shaped prompt step (ViT-S/14, 56 px, batch 8, bf16)    111 -> 166  (1.50x)
+#   Pro-Tuning step on EfficientNet-Lite0 (224 px, fp32)        220 -> 329  (1.50x)
+#   ViT-S/14 feature extraction (112 px, batch 64, bf16)        102 -> 111  (1.09x)
+#   VPT-deep step (ViT-S/14, bf16)                              110 -> 112  (1.03x)
+# Small kernels (batch 8 at 56 px, depthwise convolutions) leave the second thread idle much of the time; two
+# notebooks at one thread each fill it, and large GEMMs lose nothing. So on a CPU-only machine the offline
+# profile runs two notebooks at once, each with half the cores; a GPU (one device, shared memory), the paper
+# profile (GPU-bound) and dry runs keep one at a time. Thread counts change float reductions, so a notebook's
+# numbers at --jobs 2 differ in the last bits from the same notebook at --jobs 1 (both are deterministic).
+AUTO_JOBS_OFFLINE = 2
+
+
+def auto_jobs(profile: str, *, dry_run: bool = False, cores: int | None = None, cuda: bool | None = None) -> int:
+    """``--jobs auto``: :data:`AUTO_JOBS_OFFLINE` notebooks at once for the offline profile on a CPU-only machine
+    with at least that many cores, else 1 (see the measurements above)."""
+    if profile != "offline" or dry_run:
+        return 1
+    if cores is None:
+        from .device import available_cores
+
+        cores = available_cores()
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    return AUTO_JOBS_OFFLINE if cores >= AUTO_JOBS_OFFLINE and not cuda else 1
+
+
+def parse_jobs(value: str) -> int | str:
+    """``--jobs`` value: ``auto`` or an int >= 1."""
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"--jobs {value!r}; allowed: 'auto' or an int >= 1")
+    return int(value)
+
+
+def longest_first(names: list[str], results_root: str | Path) -> list[str]:
+    """``names`` ordered by the wall time of their last run (``run.json``'s ``wall_time_s`` under
+    ``results_root``), longest first; a notebook without one goes first (it may be long), ties keep their order.
+    Handing the longest notebooks out first keeps the last one running alone short (LPT list scheduling)."""
+    import json
+
+    def last(n):
+        try:
+            return float(json.loads((Path(results_root) / n / "run.json").read_text())["wall_time_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return float("inf")
+
+    return sorted(names, key=lambda n: -last(n))
 
 
 def allowed_parameters(name: str) -> list[str]:
@@ -174,6 +236,65 @@ def is_current(name: str, *, parameters: dict, results_root: str | Path | None =
     return diff.returncode == 0 and not untracked
 
 
+def _replicate_parallel(todo: list[tuple[int, str, dict]], *, jobs: int, total: int, profile: str,
+                        results_root: str, dry_run: str | None) -> tuple[list[dict], list[str]]:
+    """Run ``todo`` (``(i, name, parameters)``) ``jobs`` at once, longest first (:func:`longest_first`), each
+    kernel pinned to ``cores // jobs`` threads (:data:`vpkit.device.THREADS_ENV`, also the BLAS/OpenMP thread
+    variables, so that scikit-learn's probes do not oversubscribe the cores) unless the caller pinned them.
+    -> (summary rows in completion order, failure messages). A failure lets the running notebooks finish and
+    starts no further one."""
+    import threading
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    from .device import THREADS_ENV, available_cores
+
+    threads = str(max(1, available_cores() // jobs))
+    env = {"VPKIT_DRY_RUN": os.environ.get("VPKIT_DRY_RUN", "0")}  # run_notebook's own save/restore then agrees
+    if not os.environ.get(THREADS_ENV, "").strip():
+        env[THREADS_ENV] = threads
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        if k not in os.environ:
+            env[k] = os.environ.get(THREADS_ENV, "").strip() or threads
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # every kernel papermill starts inherits them
+    by_name = {n: (i, p) for i, n, p in todo}
+    queue = longest_first([n for _, n, _ in todo], results_root)
+    lock, summary, failed = threading.Lock(), [], []
+    print(f"{len(todo)} notebooks, {jobs} at once, {os.environ[THREADS_ENV]} thread(s) each; longest first: "
+          f"{', '.join(queue)}", flush=True)
+
+    def one(n):
+        i, params = by_name[n]
+        t0 = time.time()
+        with lock:
+            print(f"[{i}/{total}] {n} ({NOTEBOOKS[n]}) profile={profile}: started", flush=True)
+        out = run_notebook(n, profile=profile, results_root=results_root, parameters=params or None,
+                           dry_run=dry_run, progress=False)
+        row = _summary_row(n, out.parent, time.time() - t0)
+        with lock:
+            print(f"[{i}/{total}] {n} done in {time.time() - t0:.0f}s -> {out.parent}", flush=True)
+        return row
+
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as ex:
+            running = set()
+            while queue or running:
+                while queue and len(running) < jobs and not failed:
+                    running.add(ex.submit(one, queue.pop(0)))
+                if not running:
+                    break
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    try:
+                        summary.append(f.result())
+                    except NotebookFailed as e:
+                        failed.append(str(e))
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return summary, failed
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vpkit", description=__doc__,
                                  epilog="parameter sweeps (local or Ray): python3 -m vpkit sweep --help",
@@ -192,6 +313,9 @@ def main(argv=None) -> int:
     rp.add_argument("--dry-run", action="store_true",
                     help="paper-shape dry run of --profile paper: random weights, fake paper-shaped data, 1-2 "
                          f"steps per run, under a CPU 'virtual CUDA'; writes to --results (default {DRY_RUN_ROOT})")
+    rp.add_argument("--jobs", type=parse_jobs, default="auto",
+                    help="notebooks at once, each with its share of the cores (default 'auto': 2 for the offline "
+                         "profile on a CPU-only machine with >= 2 cores, else 1)")
     rp.add_argument("--real-device", action="store_true",
                     help="with --dry-run: run on the real device (a CUDA GPU when present) instead of virtual CUDA")
     sub.add_parser("list", help="list the notebooks")
@@ -254,9 +378,8 @@ def main(argv=None) -> int:
         ap.error(f"--dry-run is a dry run of the paper profile; got --profile {args.profile}")
     mode = ("device" if args.real_device else "virtual_cuda") if args.dry_run else None
     args.results = args.results or str(DRY_RUN_ROOT if args.dry_run else REPO_ROOT / "results")
-    summary = []
+    todo = []  # (i, name, parameters) of the notebooks to run
     for i, n in enumerate(names, 1):
-        t0 = time.time()
         try:
             params = {**({"precision": args.precision} if args.precision else {}), **parse_sets(args.sets, n)}
         except ValueError as e:
@@ -266,23 +389,40 @@ def main(argv=None) -> int:
             print(f"[{i}/{len(names)}] {n}: results are current (same parameters, code unchanged); "
                   f"--force to re-run", flush=True)
             continue
-        what = f"paper-shape dry run ({mode})" if mode else f"({NOTEBOOKS[n]}) profile={args.profile}"
-        print(f"[{i}/{len(names)}] {n} {what}", flush=True)
-        try:
-            out = run_notebook(n, profile=args.profile, results_root=args.results, parameters=params or None,
-                               dry_run=mode)
-        except ValueError as e:
-            ap.error(str(e))
-        except NotebookFailed as e:
-            print(f"FAILED: {e}", file=sys.stderr)
-            print(summary_table(summary))
+        todo.append((i, n, params))
+    jobs = auto_jobs(args.profile, dry_run=bool(mode)) if args.jobs == "auto" else args.jobs
+    jobs = max(1, min(jobs, len(todo)))
+    t_start = time.time()
+    if jobs == 1:
+        summary = []
+        for i, n, params in todo:
+            t0 = time.time()
+            what = f"paper-shape dry run ({mode})" if mode else f"({NOTEBOOKS[n]}) profile={args.profile}"
+            print(f"[{i}/{len(names)}] {n} {what}", flush=True)
+            try:
+                out = run_notebook(n, profile=args.profile, results_root=args.results, parameters=params or None,
+                                   dry_run=mode)
+            except ValueError as e:
+                ap.error(str(e))
+            except NotebookFailed as e:
+                print(f"FAILED: {e}", file=sys.stderr)
+                print(summary_table(summary))
+                return 1
+            summary.append(_summary_row(n, out.parent, time.time() - t0))
+            print(f"[{i}/{len(names)}] {n} done in {time.time() - t0:.0f}s -> {out.parent}", flush=True)
+    else:
+        summary, failed = _replicate_parallel(todo, jobs=jobs, total=len(names), profile=args.profile,
+                                              results_root=args.results, dry_run=mode)
+        if failed:
+            for e in failed:
+                print(f"FAILED: {e}", file=sys.stderr)
+            print(summary_table(summary, wall_minutes=(time.time() - t_start) / 60, jobs=jobs))
             return 1
-        summary.append(_summary_row(n, out.parent, time.time() - t0))
-        print(f"[{i}/{len(names)}] {n} done in {time.time() - t0:.0f}s -> {out.parent}", flush=True)
+    wall = (time.time() - t_start) / 60
     if args.dry_run:
-        print(summary_table(summary))
+        print(summary_table(summary, wall_minutes=wall, jobs=jobs))
         return 0
-    print(summary_table(summary))
+    print(summary_table(summary, wall_minutes=wall, jobs=jobs))
     from .report import sync_summary
 
     if sync_summary(args.results, list(NOTEBOOKS)):

@@ -59,7 +59,9 @@ PROFILES = {
                     n_seeds=3, test_per_class=100, val_per_class=30, train_on_full_pool=False, epochs=3,
                     batch_size=8, eval_batch_size=128, optimizer="adamw", weight_decay=1e-4, amp=True,
                     # train_amp: Lite0 at 64 px trains slower in bf16 than in fp32 on the CPU (benchmarks/performance.py:
-                    # lite0_* rows, bf16 0.66-1.05x), so its training stays fp32 (evaluation follows ``amp``); the ViT
+                    # lite0_* rows of results/benchmarks/methods.md at dd8d3a8: full, bias, adapter, side and
+                    # Pro-Tuning at 0.62-0.95x of fp32, linear and partial_1 at 1.04-1.07x; the slow ones are most
+                    # of the notebook's training), so its training stays fp32 (evaluation follows ``amp``); the ViT
                     # check (ViT-S/14 at 56 px trains 1.5-1.8x faster in bf16: vit_* rows) follows ``amp`` in training
                     # too (vit_train_amp), i.e. the precision "auto" measures on this machine
                     train_amp=False, vit_train_amp=True,
