@@ -118,7 +118,7 @@ def test_clear_results_hold_and_every_claim_has_a_verdict(tmp_path):
     v = verdicts(d)
     assert set(v) == {"learned_gt_zero_shot_base", "coop_geq_cocoop_base", "new_classes_above_chance",
                       "cocoop_gt_coop_new", "cocoop_gt_coop_H", "zero_shot_best_new", "batched_faster_than_loop",
-                      "cocoop_gt_coop_cross_dataset", "domain_shift_cocoop_gt_coop", "domain_shift_coop_gt_zero_shot",
+                      "coop_below_zero_shot_new", "cocoop_gt_coop_cross_dataset", "domain_shift_cocoop_gt_coop", "domain_shift_coop_gt_zero_shot",
                       "init_helps_cocoop_more", "longer_context_helps_new_coop", "longer_context_helps_new_cocoop",
                       "bigger_coop_below_cocoop"}
     assert all(x == stats.HOLDS for x in v.values()), v
@@ -248,3 +248,47 @@ def test_figures_keep_legends_off_the_data(tmp_path):
         labels = [t.get_text() for t in fig.legends[0].get_texts()]
         assert "chance (best constant prediction)" in labels and "zero-shot (hand-written prompt)" in labels
         assert any(x.startswith("paper") for x in labels)
+
+
+def test_the_concept_world_is_decided_by_the_same_rules_under_its_own_ids(tmp_path):
+    """The concept world's tables (concepts_<table>.csv) and outcomes (concepts/<key>) give the same findings with the
+    ids prefixed; the digits world's verdicts are unchanged by them; the domain-shift claim pools every shift dataset."""
+    from vpkit.report import load_outcomes
+
+    d = write_results(tmp_path / "r", acc={("cocoop", "cross"): 0.6, ("coop", "cross"): 0.4, ("cocoop", "shift"): 0.7,
+                                           ("coop", "shift"): 0.55, ("zero_shot", "shift"): 0.3})
+    plain = verdicts(d)
+    src = write_results(tmp_path / "c", acc={("coop", "new"): 0.05, ("cocoop", "new"): 0.05, ("zero_shot", "new"): 0.05,
+                                             ("cocoop", "shift"): 0.7, ("coop", "shift"): 0.55,
+                                             ("zero_shot", "shift"): 0.3})  # the concept world: new runs at chance
+    for f in src.glob("*.csv"):
+        (d / f"concepts_{f.name}").write_text(f.read_text())
+    shift = pd.read_csv(src / "domain_shift.csv")  # a second shift dataset, "b": the claim must pool both
+    out = {**load_outcomes(d), **{f"concepts/{k}": v for k, v in load_outcomes(src).items()}}
+    for m in cocoop.METHOD_ORDER:
+        for s in ((0,) if m == "zero_shot" else SEEDS):
+            k = 0 if m == "zero_shot" else K
+            for t in ("test", "inverted"):  # on b, CoCoOp is exactly CoOp: the pooled margin halves
+                out[f"concepts/{cocoop.outcome_key('shift', m, 'b', t, k, s)}"] = out[
+                    f"concepts/{cocoop.outcome_key('shift', 'coop' if m == 'cocoop' else m, 'a', t, k, s)}"]
+    pd.concat([shift, shift.assign(dataset="b")]).to_csv(d / "concepts_domain_shift.csv", index=False)
+    (d / "setup.json").write_text(json.dumps({"vlm": "offline", "concepts_vlm": "offline_concepts"}))
+    report.Results(d, profile="smoke", seed=0).outcomes(out)
+    both = {c.id: c for c in cocoop.claims_from_results(d)}
+    assert {k: both[k].verdict for k in plain} == plain
+    concept = {k: c for k, c in both.items() if k.startswith("concepts_")}
+    assert set(concept) == {f"concepts_{k}" for k in cocoop.CONCEPT_CLAIMS}
+    assert all(c.statement.startswith("Concept world") for c in concept.values())
+    assert concept["concepts_learned_gt_zero_shot_base"].verdict == stats.HOLDS
+    assert concept["concepts_cocoop_gt_coop_new"].verdict == stats.NOT_TESTABLE  # the chance rule, as above
+    shifted = concept["concepts_domain_shift_cocoop_gt_coop"].decision
+    assert shifted.verdict == stats.HOLDS and shifted.margin == pytest.approx(7.5, abs=0.01)  # (15 + 0) / 2 points
+
+
+def test_a_concept_world_that_could_not_run_is_one_not_testable_claim(tmp_path):
+    d = write_results(tmp_path / "r")
+    (d / "setup.json").write_text(json.dumps({"vlm": "offline", "concepts_skipped": "the emoji corpus is not fetched"}))
+    c = {x.id: x for x in cocoop.claims_from_results(d)}
+    assert c["concepts_new_classes_above_chance"].verdict == stats.NOT_TESTABLE
+    assert "not fetched" in c["concepts_new_classes_above_chance"].decision.reason
+    assert not any(k.startswith("concepts_") for k in c if k != "concepts_new_classes_above_chance")

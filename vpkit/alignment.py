@@ -338,6 +338,279 @@ def train_alignment(cfg: TrainConfig = TrainConfig(), *, progress: bool = True) 
     return fit_alignment(prepare_pairs(cfg, progress=progress), cfg, progress=progress)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# The class-disjoint concept alignment (issue 15): trained on emoji concepts of the many-style corpus
+# (vpkit.data.emoji) whose whole subcategories are disjoint from the judged (held-out) concepts
+# ----------------------------------------------------------------------------------------------------------
+
+# Words too generic to tie a font emoji to a held-out concept (an extra pair sharing any other word with a held-out
+# concept name is dropped). Fixed before any fit.
+GENERIC_WORDS = frozenset({"a", "an", "and", "the", "of", "with", "in", "on", "for", "to", "at", "face", "sign",
+                           "symbol", "black", "white", "large", "small", "medium", "heavy", "light", "left",
+                           "right", "up", "down", "upwards", "downwards", "pointing", "open", "closed", "mark",
+                           "button", "squared", "circled", "old", "new", "red", "blue", "green", "yellow",
+                           "orange", "purple", "brown"})
+
+
+@dataclass(frozen=True)
+class ConceptConfig:
+    """The class-disjoint concept alignment: split, pairs and training (the spike's validation-chosen setup,
+    ``scripts/spike_concept_vlm.md``: ConSE image side, frozen text side, 20 epochs at lr 3e-4)."""
+
+    seed: int = 0
+    split_seed: int = 0  # vpkit.data.emoji.class_disjoint_split: which subcategories are held out (judged)
+    held_out_fraction: float = 0.3
+    val_seed: int = 1  # validation: whole subcategories of the training concepts (choices are made there only)
+    val_fraction: float = 0.25
+    styles: tuple[str, ...] = ("google", "twitter")
+    views: int = 4  # per concept and style: view 0 plain on white, the others augmented (render_views)
+    img_size: int = 160
+    epochs: int = 20
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    batch_size: int = 256
+    font_extras: bool | None = None  # + non-concept Noto emoji as extra pairs; None: chosen on validation
+    max_concepts: int | None = None  # tests: about N concepts, evenly spaced through the corpus (every category)
+
+
+def _words(name: str) -> set[str]:
+    return {w for w in re.split(r"[^a-z0-9]+", name.lower()) if w and w not in GENERIC_WORDS}
+
+
+def concept_view_seed(concept, style: str) -> int:
+    """The seed of a concept's views in ``style``: stable across corpus versions (from its code points)."""
+    import zlib
+
+    return zlib.crc32(f"{concept.unified}/{style}".encode())
+
+
+def concept_split(cfg: ConceptConfig = ConceptConfig()):
+    """``(train, held_out, fit, val)`` concept lists. ``held_out``: whole subcategories (``split_seed``), the judged
+    concepts; ``train``: the rest minus those :data:`HELD_OUT_EMOJI_PATTERN` matches (Fashion-MNIST's and the digit
+    sets' concepts stay out too, so the same artifact can be judged there); ``fit``/``val``: ``train`` split again by
+    whole subcategories (``val_seed``), where every choice is made."""
+    from .data import emoji as E
+
+    items = E.concepts(cfg.styles)
+    if cfg.max_concepts:
+        items = items[::max(1, len(items) // cfg.max_concepts)]
+    train, held = E.class_disjoint_split(items, held_out_fraction=cfg.held_out_fraction, seed=cfg.split_seed)
+    train = [c for c in train if not HELD_OUT_EMOJI_PATTERN.search(c.name.upper().replace("'", ""))]
+    fit, val = E.class_disjoint_split(train, held_out_fraction=cfg.val_fraction, seed=cfg.val_seed)
+    return train, held, fit, val
+
+
+def font_extras(held_out_names, concepts_all) -> list[tuple[int, str]]:
+    """Non-concept emoji of the Noto font (smileys, people, hands, symbols: :func:`emoji_names`, which already drops
+    :data:`HELD_OUT_EMOJI_PATTERN`) as extra training pairs: none that is a corpus concept, none that shares a
+    non-generic word with a held-out concept name."""
+    concept_cps = {c.unified.upper().replace("-FE0F", "") for c in concepts_all}
+    held_words = set().union(*(_words(n) for n in held_out_names)) if held_out_names else set()
+    return [(cp, n) for cp, n in emoji_names() if f"{cp:04X}" not in concept_cps and not (_words(n) & held_words)]
+
+
+def render_font_rgba(codepoints: list[int], *, size: int = 64, font_path: Path = EMOJI_FONT) -> list[np.ndarray]:
+    """Noto emoji as tightly cropped, square, transparent RGBA (``size`` px), the corpus' image format."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(str(font_path), 109)
+    out = []
+    for cp in codepoints:
+        canvas = Image.new("RGBA", (160, 160), (0, 0, 0, 0))
+        ImageDraw.Draw(canvas).text((10, 10), chr(cp), font=font, embedded_color=True)
+        glyph = canvas.crop(canvas.getbbox() or (0, 0, 160, 160))
+        side = max(glyph.size)
+        sq = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+        sq.alpha_composite(glyph, ((side - glyph.size[0]) // 2, (side - glyph.size[1]) // 2))
+        out.append(np.asarray(sq.resize((size, size), Image.BICUBIC)).copy())
+    return out
+
+
+def prepare_concept_pairs(cfg: ConceptConfig = ConceptConfig(), *, progress: bool = True) -> dict:
+    """Frozen-tower features for the concept alignment, computed once: Lite0 parts of every concept's views in
+    every style ``(C, S, V, ...)`` (train and held-out alike: the held-out ones are only ever evaluated), of the
+    font extras' views, MiniLM embeddings of every name, the ConSE dictionary, the split and the image hashes."""
+    from .backbones import build_backbone
+    from .data import emoji as E
+
+    t0 = time.time()
+    log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
+    train, held, fit, val = concept_split(cfg)
+    items = train + held
+    bb = build_backbone("efficientnet_lite0", img_size=cfg.img_size)
+    tok, bert = V.load_minilm()
+    text = V.MiniLMText(tok, bert, context_length=32)
+    keep = torch.tensor([i for i in range(1000) if i not in HELD_OUT_IMAGENET])
+    dict_texts = imagenet_dictionary_texts()
+    class_text = grouped_text_features(text, [dict_texts[i] for i in keep.tolist()])
+    imgs, hashes = [], []
+    for c in items:
+        per_style, h = [], {}
+        for s in cfg.styles:
+            rgba = E.load_rgba(c, s)
+            h[s] = E.image_hash(rgba)
+            per_style.append(E.render_views(rgba, n=cfg.views, seed=concept_view_seed(c, s)))
+        imgs.append(torch.stack(per_style))
+        hashes.append(h)
+    imgs = torch.stack(imgs)  # (C, S, V, 3, 64, 64)
+    feats, logits = image_parts(bb, imgs.flatten(0, 2), img_size=cfg.img_size)
+    shape = imgs.shape[:3]
+    log(f"concepts: {len(items)} x {len(cfg.styles)} styles x {cfg.views} views, Lite0 {time.time() - t0:.0f}s")
+    extras = font_extras([c.name for c in held], E.concepts(cfg.styles))
+    if cfg.max_concepts:
+        extras = extras[:cfg.max_concepts]
+    ex_rgba = render_font_rgba([cp for cp, _ in extras]) if extras else []
+    ex_imgs = (torch.stack([E.render_views(r, n=cfg.views, seed=cp) for r, (cp, _) in zip(ex_rgba, extras)])
+               if extras else torch.zeros(0, cfg.views, 3, E.IMAGE_SIZE, E.IMAGE_SIZE, dtype=torch.uint8))
+    ex_feats, ex_logits = (image_parts(bb, ex_imgs.flatten(0, 1), img_size=cfg.img_size) if extras
+                           else (torch.zeros(0, feats.shape[1]), torch.zeros(0, logits.shape[1])))
+    log(f"font extras: {len(extras)} x {cfg.views} views, {time.time() - t0:.0f}s")
+    names = [c.name for c in items] + [emoji_text(n) for _, n in extras]
+    temb = grouped_text_features(text, [[t.format(n) for t in EMOJI_TEMPLATES] for n in names])
+    n_tr, n_c = len(train), len(items)
+    pos = {c.name: i for i, c in enumerate(items)}
+    return {"config": asdict(cfg), "concepts": items, "names": names, "n_concepts": n_c,
+            "train": list(range(n_tr)), "held": list(range(n_tr, n_c)),
+            "fit": [pos[c.name] for c in fit], "val": [pos[c.name] for c in val],
+            "extras": list(range(n_c, len(names))), "extra_codepoints": [cp for cp, _ in extras],
+            "hashes": hashes, "feats": feats.reshape(*shape, -1), "logits": logits.reshape(*shape, -1),
+            "extra_feats": ex_feats.reshape(len(extras), cfg.views, -1),
+            "extra_logits": ex_logits.reshape(len(extras), cfg.views, -1),
+            "text": temb, "keep": keep, "class_text": class_text, "seconds": time.time() - t0}
+
+
+def _concept_rows(pairs: dict, idx, *, styles=None, views=None):
+    """Lite0 parts and name indices of the views of concepts ``idx`` (extras' rows when ``idx`` holds extras)."""
+    n_c = pairs["n_concepts"]
+    s_idx = list(range(pairs["feats"].shape[1])) if styles is None else list(styles)
+    v_idx = list(range(pairs["feats"].shape[2])) if views is None else list(views)
+    f, l, y = [], [], []
+    for i in idx:
+        if i < n_c:
+            ff, ll = pairs["feats"][i][s_idx][:, v_idx].flatten(0, 1), pairs["logits"][i][s_idx][:, v_idx].flatten(0, 1)
+        else:
+            ff, ll = pairs["extra_feats"][i - n_c][v_idx], pairs["extra_logits"][i - n_c][v_idx]
+        f.append(ff)
+        l.append(ll)
+        y.append(torch.full((len(ff),), i, dtype=torch.long))
+    return torch.cat(f), torch.cat(l), torch.cat(y)
+
+
+def fit_concept_alignment(pairs: dict, names_idx: list[int], cfg: ConceptConfig = ConceptConfig()) -> V.Alignment:
+    """Train the image side of :class:`vpkit.vlm.Alignment` (ConSE, no Lite0 residual; the text projection stays at
+    identity) with cross-entropy of every view against all the training names ``names_idx`` (AdamW, weight decay on
+    the matrices only, cosine schedule); deterministic by ``cfg.seed`` on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fast and bit-reproducible
+    try:
+        torch.manual_seed(cfg.seed)
+        feats, logits, y_names = _concept_rows(pairs, names_idx)
+        classes = torch.tensor(sorted(names_idx))
+        remap = torch.full((len(pairs["names"]),), -1, dtype=torch.long)
+        remap[classes] = torch.arange(len(classes))
+        y = remap[y_names]
+        al = V.Alignment(V.AlignmentConfig(use_features=False, img_size=cfg.img_size, context_length=32),
+                         pairs["keep"], pairs["class_text"])
+        al.txt_proj.requires_grad_(False)
+        params = [p for p in al.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() == 2], "weight_decay": cfg.weight_decay},
+                                 {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=cfg.lr)
+        steps = max(1, len(y) // cfg.batch_size)
+        total = cfg.epochs * steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, total) / total)))
+        g = torch.Generator().manual_seed(cfg.seed)
+        t = pairs["text"][classes]
+        for _ in range(cfg.epochs):
+            perm = torch.randperm(len(y), generator=g)
+            for k in range(steps):
+                r = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+                zi = F.normalize(al.image(feats[r], logits[r]), dim=-1)
+                zt = F.normalize(al.text(t), dim=-1)
+                loss = F.cross_entropy(al.log_scale.exp().clamp(max=100.0) * zi @ zt.t(), y[r])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+    finally:
+        torch.set_num_threads(threads)
+    for p in al.parameters():
+        p.requires_grad_(False)
+    return al.eval()
+
+
+@torch.no_grad()
+def concept_zero_shot(al: V.Alignment, pairs: dict, groups: list[list[int]], *, styles=None, views=None) -> dict:
+    """Zero-shot top-1 of the views of each group's concepts among that group's names (mean over groups), with the
+    mean chance ``1 / len(group)`` and the number of images."""
+    accs, chance, n = [], [], 0
+    zt_all = F.normalize(al.text(pairs["text"]), dim=-1)
+    for grp in groups:
+        gi = torch.tensor(grp)
+        f, l, y = _concept_rows(pairs, grp, styles=styles, views=views)
+        zi = F.normalize(al.image(f, l), dim=-1)
+        pred = gi[(zi @ zt_all[gi].t()).argmax(-1)]
+        accs.append(float((pred == y).float().mean()))
+        chance.append(1.0 / len(grp))
+        n += len(y)
+    return {"top1": float(np.mean(accs)), "chance": float(np.mean(chance)), "n_images": n, "n_groups": len(groups)}
+
+
+def category_groups(pairs: dict, idx: list[int]) -> list[list[int]]:
+    """``idx`` grouped by emoji category (the benchmark's "datasets"), in category order."""
+    cats = {}
+    for i in idx:
+        cats.setdefault(pairs["concepts"][i].category, []).append(i)
+    return [cats[c] for c in sorted(cats)]
+
+
+def train_concept_alignment(cfg: ConceptConfig = ConceptConfig(), *, pairs: dict | None = None,
+                            progress: bool = True) -> tuple[V.Alignment, dict]:
+    """Choose ``font_extras`` on validation (fit on ``fit`` concepts, top-1 over all ``val`` concepts' names) unless
+    it is given, refit on every training concept and judge the held-out ones once. -> (alignment, meta): the meta
+    holds the split (training and held-out names, subcategories, image hashes), the validation table and the
+    held-out zero-shot per style, by category and over all held-out concepts."""
+    log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
+    pairs = pairs if pairs is not None else prepare_concept_pairs(cfg, progress=progress)
+    t0 = time.time()
+    val_rows = []
+    choice = cfg.font_extras
+    if choice is None:
+        for extras in (False, True):
+            al = fit_concept_alignment(pairs, pairs["fit"] + (pairs["extras"] if extras else []), cfg)
+            r = concept_zero_shot(al, pairs, [pairs["val"]])
+            val_rows.append({"font_extras": extras, "val_top1": r["top1"], "val_chance": r["chance"]})
+            log(f"validation: font extras {extras}: top-1 {r['top1']:.3f} (chance {r['chance']:.4f})")
+        choice = max(val_rows, key=lambda r: r["val_top1"])["font_extras"]
+    names_idx = pairs["train"] + (pairs["extras"] if choice else [])
+    al = fit_concept_alignment(pairs, names_idx, cfg)
+    held = {}
+    for si, s in enumerate(cfg.styles):
+        for views, vname in ((None, "all views"), ([0], "plain")):
+            for gname, groups in (("by category", category_groups(pairs, pairs["held"])), ("all", [pairs["held"]])):
+                held[f"{s}|{gname}|{vname}"] = concept_zero_shot(al, pairs, groups, styles=[si], views=views)
+    for k, v in held.items():
+        log(f"held-out {k}: top-1 {v['top1']:.3f} (chance {v['chance']:.4f})")
+    items = pairs["concepts"]
+    meta = {
+        "kind": "concept", "concept_config": {**asdict(cfg), "font_extras": choice},
+        "regenerate": f"python -m vpkit.alignment --concepts --seed {cfg.seed}",
+        "validation": val_rows, "font_extras_chosen": choice,
+        "train_names": [items[i].name for i in pairs["train"]],
+        "train_image_sha256": [pairs["hashes"][i] for i in pairs["train"]],
+        "extra_names": [pairs["names"][i] for i in pairs["extras"]] if choice else [],
+        "extra_codepoints": pairs["extra_codepoints"] if choice else [],
+        "held_out_names": [items[i].name for i in pairs["held"]],
+        "held_out_image_sha256": [pairs["hashes"][i] for i in pairs["held"]],
+        "held_out_subcategories": sorted({f"{items[i].category}/{items[i].subcategory}" for i in pairs["held"]}),
+        "n_imagenet_kept": int(len(pairs["keep"])),
+        "held_out_imagenet": {str(k): v for k, v in HELD_OUT_IMAGENET.items()},
+        "held_out_emoji_pattern": HELD_OUT_EMOJI_PATTERN.pattern,
+        "held_out_zero_shot": held,  # no timings: the artifact must regenerate bit-identically
+    }
+    log(f"fitted in {time.time() - t0:.0f}s (features prepared in {pairs.get('seconds', 0.0):.0f}s)")
+    return al, meta
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vpkit.alignment", description=__doc__.split("\n")[0])
     ap.add_argument("--seed", type=int, default=0)
@@ -345,7 +618,21 @@ def main(argv=None) -> int:
     ap.add_argument("--no-features", action="store_true", help="no residual map from Lite0 pooled features")
     ap.add_argument("--out", default=str(V.ARTIFACT_DIR / V.ALIGNMENT_FILE))
     ap.add_argument("--pairs", default=None, help="reuse prepare_pairs() output saved with torch.save (optional)")
+    ap.add_argument("--concepts", action="store_true",
+                    help=f"the class-disjoint concept alignment (issue 15), written to {V.CONCEPT_ALIGNMENT_FILE}")
     args = ap.parse_args(argv)
+    if args.concepts:
+        ccfg = ConceptConfig(seed=args.seed)
+        out = args.out if args.out != str(V.ARTIFACT_DIR / V.ALIGNMENT_FILE) else str(V.ARTIFACT_DIR / V.CONCEPT_ALIGNMENT_FILE)
+        pairs = torch.load(args.pairs, weights_only=False) if args.pairs and Path(args.pairs).exists() else None
+        if pairs is None:
+            pairs = prepare_concept_pairs(ccfg)
+            if args.pairs:
+                torch.save(pairs, args.pairs)
+        al, meta = train_concept_alignment(ccfg, pairs=pairs)
+        sha = save_alignment_with_meta(al, out, meta)
+        print(f"wrote {out} sha256 {sha}")
+        return 0
     cfg = TrainConfig(seed=args.seed, epochs=args.epochs, use_features=not args.no_features)
     if args.pairs and Path(args.pairs).exists():
         al, meta = fit_alignment(torch.load(args.pairs, weights_only=False), cfg)

@@ -379,6 +379,12 @@ ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 ALIGNMENT_FILE = "offline_vlm_alignment.pt"
 # SHA-256 of the committed artifact; regenerate it (bit-identical) with `python -m vpkit.alignment --seed 0`.
 ALIGNMENT_SHA256 = "0b30c7b9c57900473cec0fe60665eaffa9feec0b1ea88be43d502192d9d249cf"
+# The class-disjoint concept alignment (issue 15; vpkit.alignment.train_concept_alignment): the same towers, trained on
+# emoji concepts whose subcategories are disjoint from the held-out (judged) ones; regenerate it (bit-identical) with
+# `python -m vpkit.alignment --concepts --seed 0`.
+CONCEPT_ALIGNMENT_FILE = "concept_vlm_alignment.pt"
+CONCEPT_ALIGNMENT_SHA256 = "b0ac01f1ec08a56c6886103dbc243a7076944d57a1f7e8b0cb531fc17ef0f765"
+CHECKSUMS = {ALIGNMENT_FILE: ALIGNMENT_SHA256, CONCEPT_ALIGNMENT_FILE: CONCEPT_ALIGNMENT_SHA256}
 
 
 def save_alignment(alignment: Alignment, path: str | Path, meta: dict | None = None) -> str:
@@ -399,7 +405,7 @@ def save_alignment(alignment: Alignment, path: str | Path, meta: dict | None = N
 def load_alignment(path: str | Path | None = None, *, sha256: str | None = None) -> tuple[Alignment, dict]:
     """Load an alignment artifact, verifying its SHA-256 (default: the committed artifact and checksum)."""
     path = Path(path) if path is not None else ARTIFACT_DIR / ALIGNMENT_FILE
-    expected = sha256 if sha256 is not None else (ALIGNMENT_SHA256 if path == ARTIFACT_DIR / ALIGNMENT_FILE
+    expected = sha256 if sha256 is not None else (CHECKSUMS.get(path.name) if path.parent == ARTIFACT_DIR
                                                   else None)
     if not path.exists():
         raise assets.AssetError(f"alignment artifact {path} is missing; regenerate it: python -m vpkit.alignment")
@@ -430,9 +436,15 @@ def build_offline_vlm(alignment: Alignment | str | Path | None = None, *, img_si
 
 
 def build_vlm(name: str, *, img_size: int | None = None) -> VLM:
-    """A frozen VLM by name: ``offline``, ``clip_vit_b16`` / ``clip_vit_b32`` (paper), ``test_clip`` (tests)."""
+    """A frozen VLM by name: ``offline`` (the stand-in judged on Fashion-MNIST and digits), ``offline_concepts`` (the
+    same towers aligned class-disjointly on the emoji concepts), ``clip_vit_b16`` / ``clip_vit_b32`` (paper),
+    ``test_clip`` (tests)."""
     if name == "offline":
         return build_offline_vlm(img_size=img_size)
+    if name == "offline_concepts":
+        vlm = build_offline_vlm(ARTIFACT_DIR / CONCEPT_ALIGNMENT_FILE, img_size=img_size)
+        vlm.name = name
+        return vlm
     if name in OPENCLIP_ARCHS:
         return _open_clip_paper(name)
     if name == "test_clip":
@@ -440,7 +452,7 @@ def build_vlm(name: str, *, img_size: int | None = None) -> VLM:
     raise ValueError(f"unknown VLM name={name!r}; known: {VLMS}")
 
 
-VLMS = ("offline", *OPENCLIP_ARCHS, "test_clip")
+VLMS = ("offline", "offline_concepts", *OPENCLIP_ARCHS, "test_clip")
 
 
 # ----------------------------------------------------------------------------------------------------------
