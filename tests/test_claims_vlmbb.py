@@ -169,6 +169,39 @@ def test_vlm_claims_every_verdict(tmp_path):
     assert all(x.decision is not None for x in c.values())
 
 
+def test_vlm_concept_claims_pool_styles_and_categories(tmp_path):
+    """The class-disjoint concept stand-in: 25% on held-out concepts judged among 30 or 20 names (chance 3.3-5%): above
+    chance, below issue 15's 40% target, and above its untrained start (which is 5 points lower on the same images)."""
+    d = vlm_results(tmp_path)
+    proto = json.loads((d / vs.PROTOCOL).read_text())
+    proto["concepts"] = {"styles": ["google", "twitter"], "groups": {"Animals": 30, "Food": 20}}
+    (d / vs.PROTOCOL).write_text(json.dumps(proto))
+    out = report.load_outcomes(d)
+    for i, (st, g, n) in enumerate((("google", "Animals", 120), ("google", "Food", 80), ("twitter", "Animals", 120),
+                                    ("twitter", "Food", 80))):
+        a = flags(n, 0.25, seed=60 + i)
+        out[f"concept_zero_shot:concept:{st}/{g}/0"] = a
+        out[f"concept_zero_shot:untrained:{st}/{g}/0"] = flip(a, n // 20, to=False)
+    report.Results(d, profile="offline", seed=0).outcomes(out)
+    c = by_id(vs.claims_from_results(d))
+    assert c["concept_zero_shot_above_chance"].verdict == stats.HOLDS
+    assert c["concept_zero_shot_above_chance"].decision.margin == pytest.approx(25.0 - 100 * (240 / 30 + 160 / 20) / 400)
+    assert c["concept_zero_shot_reaches_target"].verdict == stats.FAILS  # 25% of 400 images, well under 40%
+    assert c["concept_alignment_beats_conse"].verdict == stats.HOLDS
+    assert c["concept_alignment_beats_conse"].decision.margin == pytest.approx(5.0)
+    assert "400 images" in c["concept_zero_shot_above_chance"].ours
+
+
+def test_vlm_concept_claims_are_untestable_without_the_corpus(tmp_path):
+    d = vlm_results(tmp_path)
+    proto = json.loads((d / vs.PROTOCOL).read_text())
+    proto["concepts"] = {"skipped": "the emoji corpus is not fetched (google)"}
+    (d / vs.PROTOCOL).write_text(json.dumps(proto))
+    c = by_id(vs.claims_from_results(d))
+    for cid in ("concept_zero_shot_above_chance", "concept_zero_shot_reaches_target", "concept_alignment_beats_conse"):
+        assert c[cid].verdict == stats.NOT_TESTABLE and "not fetched" in c[cid].decision.reason
+
+
 def test_vlm_claims_uses_the_chosen_polarity(tmp_path):
     d = vlm_results(tmp_path)
     zs = pd.read_csv(d / "zero_shot.csv")

@@ -607,6 +607,9 @@ def train_concept_alignment(cfg: ConceptConfig = ConceptConfig(), *, pairs: dict
         "held_out_emoji_pattern": HELD_OUT_EMOJI_PATTERN.pattern,
         "held_out_zero_shot": held,  # no timings: the artifact must regenerate bit-identically
     }
+    import json  # a JSON round trip: fresh objects, so the pickled meta's bytes do not depend on object identity
+
+    meta = json.loads(json.dumps(meta))
     log(f"fitted in {time.time() - t0:.0f}s (features prepared in {pairs.get('seconds', 0.0):.0f}s)")
     return al, meta
 

@@ -383,7 +383,7 @@ ALIGNMENT_SHA256 = "0b30c7b9c57900473cec0fe60665eaffa9feec0b1ea88be43d502192d9d2
 # emoji concepts whose subcategories are disjoint from the held-out (judged) ones; regenerate it (bit-identical) with
 # `python -m vpkit.alignment --concepts --seed 0`.
 CONCEPT_ALIGNMENT_FILE = "concept_vlm_alignment.pt"
-CONCEPT_ALIGNMENT_SHA256 = "b0ac01f1ec08a56c6886103dbc243a7076944d57a1f7e8b0cb531fc17ef0f765"
+CONCEPT_ALIGNMENT_SHA256 = "c952db9c7fb2e943383802fde71ca1f6d944e2ed517513330fdc23ee5f4d1183"
 CHECKSUMS = {ALIGNMENT_FILE: ALIGNMENT_SHA256, CONCEPT_ALIGNMENT_FILE: CONCEPT_ALIGNMENT_SHA256}
 
 

@@ -141,6 +141,13 @@ def _require(style: str) -> Path:
     return d
 
 
+def not_fetched() -> str | None:
+    """Why the corpus cannot be used here (a style is not in the cache: one line naming the command), or None."""
+    missing = [s for s in STYLES if not (style_dir(s) / "emoji.json").exists()]
+    return (f"the emoji corpus is not fetched ({', '.join(missing)}): run 'bash scripts/install.sh' or "
+            f"'python3 -m vpkit.data.emoji --fetch'") if missing else None
+
+
 def concepts(styles: tuple[str, ...] = tuple(STYLES)) -> list[Concept]:
     """Every concept drawn by at least one of ``styles`` (which must be fetched), in the package's sort order."""
     metas = {s: json.loads((_require(s) / "emoji.json").read_text()) for s in styles}

@@ -417,9 +417,7 @@ def concept_world_missing() -> str | None:
     """Why the concept world cannot run here (the emoji corpus is not fetched), or None."""
     from ..data import emoji
 
-    missing = [s for s in emoji.STYLES if not (emoji.style_dir(s) / "emoji.json").exists()]
-    return (f"the emoji corpus is not fetched ({', '.join(missing)}): run 'bash scripts/install.sh' or "
-            f"'python3 -m vpkit.data.emoji --fetch'") if missing else None
+    return emoji.not_fetched()
 
 
 def concept_classes(name: str) -> list:
