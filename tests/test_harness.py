@@ -109,8 +109,25 @@ def test_longest_first_orders_by_the_last_run_and_puts_unknown_ones_first(tmp_pa
         (tmp_path / n / "run.json").write_text(json.dumps({"wall_time_s": s}))
     (tmp_path / "backbones").mkdir()
     (tmp_path / "backbones" / "run.json").write_text("{not json")
-    order = harness.longest_first(["vlm", "cocoop", "backbones", "vpt", "pro_tuning"], tmp_path)
+    order = harness.longest_first(["vlm", "cocoop", "backbones", "vpt", "pro_tuning"], tmp_path,
+                                  fallback_root=tmp_path / "none")
     assert order == ["backbones", "pro_tuning", "vpt", "cocoop", "vlm"]
+
+
+def test_longest_first_falls_back_to_another_results_folder(tmp_path):
+    """An empty --results folder is ordered by the committed results (the fallback), not left in declared order."""
+    import json
+
+    for n, s in (("vlm", 100.0), ("l2p", 900.0)):
+        (tmp_path / "committed" / n).mkdir(parents=True)
+        (tmp_path / "committed" / n / "run.json").write_text(json.dumps({"wall_time_s": s}))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "vlm").mkdir()
+    (tmp_path / "empty" / "vlm" / "run.json").write_text(json.dumps({"wall_time_s": 1000.0}))  # its own run wins
+    assert harness.longest_first(["l2p", "vlm"], tmp_path / "empty", fallback_root=tmp_path / "committed") == \
+        ["vlm", "l2p"]
+    assert harness.longest_first(["vlm", "l2p"], tmp_path / "nothing", fallback_root=tmp_path / "committed") == \
+        ["l2p", "vlm"]
 
 
 def _fake_results(tmp_path, walls):

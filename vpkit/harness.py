@@ -126,7 +126,7 @@ def summary_table(rows: list[dict], *, wall_minutes: float | None = None, jobs: 
 # Measured on the 2-core project machine (AMD EPYC, AVX512-BF16; 2026-12-07), images/s of one process at 2 threads
 # against two 1-thread processes at once (their sum):
 #   L2P-shaped prompt step (ViT-S/14, 56 px, batch 8, bf16)    111 -> 166  (1.50x)
-#   Pro-Tuning step on EfficientNet-Lite0 (224 px, fp32)        220 -> 329  (1.50x)
+#   Pro-Tuning step on EfficientNet-Lite0 (64 px, fp32)         145 -> 224  (1.55x)
 #   ViT-S/14 feature extraction (112 px, batch 64, bf16)        102 -> 111  (1.09x)
 #   VPT-deep step (ViT-S/14, bf16)                              110 -> 112  (1.03x)
 # Small kernels (batch 8 at 56 px, depthwise convolutions) leave the second thread idle much of the time; two
@@ -162,17 +162,22 @@ def parse_jobs(value: str) -> int | str:
     return int(value)
 
 
-def longest_first(names: list[str], results_root: str | Path) -> list[str]:
+def longest_first(names: list[str], results_root: str | Path, *, fallback_root: str | Path | None = None) -> list[str]:
     """``names`` ordered by the wall time of their last run (``run.json``'s ``wall_time_s`` under
-    ``results_root``), longest first; a notebook without one goes first (it may be long), ties keep their order.
-    Handing the longest notebooks out first keeps the last one running alone short (LPT list scheduling)."""
+    ``results_root``, else under ``fallback_root``: default the committed ``results/``, so a run into an empty
+    folder is still ordered), longest first; a notebook without either goes first (it may be long), ties keep their
+    order. Handing the longest notebooks out first keeps the last one running alone short (LPT list scheduling)."""
     import json
 
+    roots = [Path(results_root), Path(fallback_root) if fallback_root is not None else REPO_ROOT / "results"]
+
     def last(n):
-        try:
-            return float(json.loads((Path(results_root) / n / "run.json").read_text())["wall_time_s"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return float("inf")
+        for root in roots:
+            try:
+                return float(json.loads((root / n / "run.json").read_text())["wall_time_s"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return float("inf")
 
     return sorted(names, key=lambda n: -last(n))
 
