@@ -228,20 +228,26 @@ def retrieval_accuracy(al: V.Alignment, feats, logits, text_emb, targets) -> flo
     return float((z.argmax(-1) == targets).float().mean())
 
 
+def frozen_towers(img_size: int):
+    """The frozen parts every alignment is trained on: Lite0 at ``img_size``, the MiniLM text tower, the kept ImageNet
+    classes (:data:`HELD_OUT_IMAGENET` dropped) and their ConSE dictionary embeddings -> (backbone, text, keep,
+    class_text)."""
+    from .backbones import build_backbone
+
+    bb = build_backbone("efficientnet_lite0", img_size=img_size)
+    tok, bert = V.load_minilm()
+    text = V.MiniLMText(tok, bert, context_length=32)
+    keep = torch.tensor([i for i in range(1000) if i not in HELD_OUT_IMAGENET])
+    dict_texts = imagenet_dictionary_texts()
+    return bb, text, keep, grouped_text_features(text, [dict_texts[i] for i in keep.tolist()])
+
+
 def prepare_pairs(cfg: TrainConfig = TrainConfig(), *, progress: bool = True) -> dict:
     """Everything training needs, computed once with the frozen towers: the ConSE dictionary (MiniLM
     embeddings of the kept ImageNet classes), emoji images with Lite0 features/logits, and name embeddings."""
-    from .backbones import build_backbone
-
     t0 = time.time()
     log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
-    bb = build_backbone("efficientnet_lite0", img_size=cfg.img_size)
-    tok, bert = V.load_minilm()
-    text = V.MiniLMText(tok, bert, context_length=32)
-
-    keep = torch.tensor([i for i in range(1000) if i not in HELD_OUT_IMAGENET])
-    dict_texts = imagenet_dictionary_texts()
-    class_text = grouped_text_features(text, [dict_texts[i] for i in keep.tolist()])
+    bb, text, keep, class_text = frozen_towers(cfg.img_size)
     log(f"dictionary: {len(keep)} ImageNet classes kept ({len(HELD_OUT_IMAGENET)} held out), {time.time() - t0:.0f}s")
 
     emo = emoji_names()
@@ -400,6 +406,18 @@ def concept_split(cfg: ConceptConfig = ConceptConfig()):
     return train, held, fit, val
 
 
+def artifact_concept_split():
+    """``(config, held-out concepts, alignment, meta)`` of the committed concept alignment (``offline_concepts``): its
+    split recomputed from the corpus and checked against the artifact's record (a changed corpus fails loudly)."""
+    al, meta = V.load_alignment(V.ARTIFACT_DIR / V.CONCEPT_ALIGNMENT_FILE)
+    ccfg = ConceptConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["concept_config"].items()})
+    _, held, _, _ = concept_split(ccfg)
+    if [c.name for c in held] != meta["held_out_names"]:
+        raise RuntimeError("the emoji corpus' held-out concepts differ from the concept alignment's; regenerate it: "
+                           f"{meta['regenerate']}")
+    return ccfg, held, al, meta
+
+
 def font_extras(held_out_names, concepts_all) -> list[tuple[int, str]]:
     """Non-concept emoji of the Noto font (smileys, people, hands, symbols: :func:`emoji_names`, which already drops
     :data:`HELD_OUT_EMOJI_PATTERN`) as extra training pairs: none that is a corpus concept, none that shares a
@@ -430,19 +448,13 @@ def prepare_concept_pairs(cfg: ConceptConfig = ConceptConfig(), *, progress: boo
     """Frozen-tower features for the concept alignment, computed once: Lite0 parts of every concept's views in
     every style ``(C, S, V, ...)`` (train and held-out alike: the held-out ones are only ever evaluated), of the
     font extras' views, MiniLM embeddings of every name, the ConSE dictionary, the split and the image hashes."""
-    from .backbones import build_backbone
     from .data import emoji as E
 
     t0 = time.time()
     log = (lambda *a: print(*a, flush=True)) if progress else (lambda *a: None)
     train, held, fit, val = concept_split(cfg)
     items = train + held
-    bb = build_backbone("efficientnet_lite0", img_size=cfg.img_size)
-    tok, bert = V.load_minilm()
-    text = V.MiniLMText(tok, bert, context_length=32)
-    keep = torch.tensor([i for i in range(1000) if i not in HELD_OUT_IMAGENET])
-    dict_texts = imagenet_dictionary_texts()
-    class_text = grouped_text_features(text, [dict_texts[i] for i in keep.tolist()])
+    bb, text, keep, class_text = frozen_towers(cfg.img_size)
     imgs, hashes = [], []
     for c in items:
         per_style, h = [], {}

@@ -426,18 +426,11 @@ def concept_world_missing() -> str | None:
 def concept_classes(name: str) -> list:
     """The held-out concepts of dataset ``name`` (:data:`CONCEPT_DATASETS`), in alphabetical order of their names: the
     split of the committed ``offline_concepts`` alignment (its meta), checked against the corpus."""
-    from .. import alignment
-    from ..vlm import ARTIFACT_DIR, CONCEPT_ALIGNMENT_FILE, load_alignment
+    from ..alignment import artifact_concept_split
 
     if name not in CONCEPT_DATASETS:
         raise ValueError(f"unknown concept dataset name={name!r}; known: {list(CONCEPT_DATASETS)}")
-    _, meta = load_alignment(ARTIFACT_DIR / CONCEPT_ALIGNMENT_FILE)
-    ccfg = alignment.ConceptConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                      for k, v in meta["concept_config"].items()})
-    _, held, _, _ = alignment.concept_split(ccfg)
-    if [c.name for c in held] != meta["held_out_names"]:
-        raise RuntimeError("the emoji corpus' held-out concepts differ from the alignment's; regenerate the artifact: "
-                           f"{meta['regenerate']}")
+    _, held, _, _ = artifact_concept_split()
     return sorted((c for c in held if c.category == CONCEPT_DATASETS[name]), key=lambda c: c.name)
 
 

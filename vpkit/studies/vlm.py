@@ -206,18 +206,11 @@ CONCEPT_HEADS = {"concept": "class-disjoint concept alignment", "untrained": "it
 
 
 def concept_split_of_artifact():
-    """``(config, held-out concepts, meta)`` of the committed concept alignment, its split recomputed from the corpus
-    and checked against the artifact's record."""
-    from .. import alignment as A
-    from ..vlm import ARTIFACT_DIR, CONCEPT_ALIGNMENT_FILE, load_alignment
+    """``(config, held-out concepts, alignment, meta)`` of the committed concept alignment
+    (:func:`vpkit.alignment.artifact_concept_split`)."""
+    from ..alignment import artifact_concept_split
 
-    al, meta = load_alignment(ARTIFACT_DIR / CONCEPT_ALIGNMENT_FILE)
-    ccfg = A.ConceptConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["concept_config"].items()})
-    _, held, _, _ = A.concept_split(ccfg)
-    if [c.name for c in held] != meta["held_out_names"]:
-        raise RuntimeError(f"the emoji corpus' held-out concepts differ from the artifact's; regenerate it: "
-                           f"{meta['regenerate']}")
-    return ccfg, held, al, meta
+    return artifact_concept_split()
 
 
 @torch.no_grad()
