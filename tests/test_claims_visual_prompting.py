@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from vpkit import report, stats
 from vpkit.studies import visual_prompting as vp
@@ -133,3 +134,68 @@ def test_figures_use_percent_no_text_labels_and_template_shades():
     others = {plots.method_color(m) for m in ("linear_probe", "lwf", "tp", "full")}
     assert len(set(bars)) == 3 and not set(bars) & others
     assert bars[0] == to_hex(plots.method_color("vp_tp"))
+
+
+# ---- the emoji world of the gap study (issue 15, item 4) ----
+CATEGORIES, STYLES = ("emoji_a", "emoji_b", "emoji_c", "emoji_d", "emoji_e"), ("google", "twitter")
+
+
+def write_emoji(d, *, gain_of_gap, tp=0.2, styles=STYLES, categories=CATEGORIES):
+    """Emoji rows and outcomes: category k, style j has gap 0.1 + 0.05 k + 0.2 j and VP+TP accuracy
+    ``tp + gain_of_gap(gap)``; returns the emoji claims by id."""
+    rows, out = [], {}
+    for k, name in enumerate(categories):
+        for j, st in enumerate(styles):
+            gap, p = 0.1 + 0.05 * k + 0.2 * j, f"{name}@{st}"
+            acc = tp + gain_of_gap(gap)
+            for s in SEEDS:
+                seed = 100 * k + 10 * j + s
+                out[f"emoji/{p}/tp/{s}"] = _flags(tp, seed)
+                out[f"emoji/{p}/vp_tp/{s}"] = _flags(acc, seed + 1000)
+                rows.append({"dataset": name, "style": st, "point": p, "seed": s, "gap": gap, "gain": acc - tp})
+    pd.DataFrame(rows).to_csv(d / "emoji_vlm.csv", index=False)
+    return {c.id: c for c in vp.emoji_claims(d, out, list(SEEDS))}
+
+
+def test_emoji_claims_hold_fail_and_are_untestable_without_the_world(tmp_path):
+    (tmp_path / "up").mkdir(); (tmp_path / "down").mkdir(); (tmp_path / "one").mkdir()  # noqa: E702
+    up = write_emoji(tmp_path / "up", gain_of_gap=lambda g: g)  # gain = gap: rises within and across
+    for cid in ("emoji_vp_tp_beats_tp", "emoji_gain_rises_with_gap", "gain_gap_correlation_across_datasets"):
+        assert up[cid].verdict == stats.HOLDS, (cid, up[cid].decision)
+    corr = up["gain_gap_correlation_across_datasets"].decision
+    assert corr.margin > 0.9 and corr.n_examples == 10 and "5 dataset clusters" in corr.test
+    down = write_emoji(tmp_path / "down", gain_of_gap=lambda g: 0.7 - g, tp=0.1)  # gain falls with the gap
+    assert down["emoji_gain_rises_with_gap"].verdict == stats.FAILS
+    assert down["gain_gap_correlation_across_datasets"].verdict == stats.FAILS
+    assert down["emoji_vp_tp_beats_tp"].verdict == stats.HOLDS  # still a gain on every dataset
+    one = write_emoji(tmp_path / "one", gain_of_gap=lambda g: g, styles=("google",), categories=CATEGORIES[:2])
+    assert one["emoji_gain_rises_with_gap"].verdict == stats.NOT_TESTABLE
+    assert one["gain_gap_correlation_across_datasets"].verdict == stats.NOT_TESTABLE
+    absent = {c.id: c for c in vp.emoji_claims(tmp_path, {}, list(SEEDS))}
+    assert {c.verdict for c in absent.values()} == {stats.NOT_TESTABLE} and len(absent) == 3
+
+
+def test_emoji_profiles_and_bad_names():
+    off = vp.settings("offline")["emoji"]
+    assert len(off["datasets"]) * len(off["styles"]) >= 10 and off["vlm"] == "offline_concepts"
+    assert vp.settings("paper")["emoji"] is None and "no emoji world" in vp.emoji_missing(vp.settings("paper"))
+    with pytest.raises(ValueError, match="name="):
+        vp.emoji_task("emoji_nope", "google", train_views=1, test_views=1)
+    with pytest.raises(ValueError, match="style="):
+        vp.emoji_task("emoji_food", "apple", train_views=1, test_views=1)
+
+
+def test_emoji_styles_are_paired_view_for_view():
+    from vpkit.data import emoji
+
+    if emoji.not_fetched():
+        pytest.skip(emoji.not_fetched())
+    (pool_g, test_g), (pool_t, test_t) = (vp.emoji_task("emoji_food", st, train_views=2, test_views=2)
+                                          for st in ("google", "twitter"))
+    assert torch.equal(test_g.labels, test_t.labels) and test_g.classes == test_t.classes
+    assert not torch.equal(test_g.images, test_t.images)  # different artwork ...
+    # ... on the same background in the same view (a corner pixel is background unless a rotated emoji covers it)
+    same_bg = (pool_g.images[:, :, 0, 0] == pool_t.images[:, :, 0, 0]).all(1).float().mean()
+    assert same_bg > 0.9
+    # the pool and the test views differ (the test's view 0 is plain, on white)
+    assert (test_g.images[::2, :, 0, 0] == 255).all() and not torch.equal(pool_g.images[::2], test_g.images[1::2])
