@@ -246,3 +246,54 @@ def test_amp_batched_cocoop_equals_loop_and_training_records_bf16(vlm, forced_pr
     assert hist.precision == "fp32"
     with pytest.raises(ValueError, match="amp"):
         coop.CoOp(vlm, NAMES, amp="yes")
+
+
+def test_length_groups_sort_rows_and_put_them_back():
+    from vpkit.vlm import TextTokens
+
+    eot = torch.tensor([5, 3, 5, 4, 3])
+    mask = (torch.arange(7)[None] <= eot[:, None]).long()
+    order, inverse, spans = coop.length_groups(TextTokens(mask * 7, mask, eot))
+    assert spans == [(0, 2, 4), (2, 3, 5), (3, 5, 6)]
+    assert order.tolist() == [1, 4, 3, 0, 2] and torch.equal(order[inverse], torch.arange(5))
+    assert coop.length_groups(TextTokens(mask[:2] * 0, mask[:2], torch.tensor([4, 4]))) is None
+
+
+@pytest.mark.parametrize("method", ["coop", "cocoop"])
+def test_length_grouped_text_tower_equals_one_padded_batch(method):
+    """MiniLM (the offline VLM): class prompts of different lengths run in groups, each cut to its length; the
+    logits and the context's gradients are those of one padded batch (the transcription: grouping switched off)."""
+    off = build_vlm("offline")
+    names = ["cat", "ankle boot", "person playing water polo", "dog", "the number 7"]
+    m = coop.build_prompt_model(method, off, names, seed=0)
+    assert m.prompt.trim_padding and coop.length_groups(m.prompt.tokens) is not None
+    x = feats(off, n=3, seed=1)
+    out = {}
+    for grouped in (True, False):
+        m.zero_grad()
+        m.prompt.trim_padding = grouped
+        logits = m(x)
+        logits.logsumexp(-1).sum().backward()
+        out[grouped] = (logits.detach(), m.prompt.ctx.grad.clone())
+    m.prompt.trim_padding = True
+    torch.testing.assert_close(out[True][0], out[False][0], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(out[True][1], out[False][1], atol=1e-5, rtol=1e-4)
+
+
+def test_domain_shift_reuses_the_grids_clean_base_outcomes(vlm):
+    """The clean row of the domain shift is the same model on the same base-class test images as the grid's base
+    split: reused, it must equal a fresh evaluation."""
+    g = torch.Generator().manual_seed(3)
+    names = ["cat", "dog", "red car", "blue bird"]
+    f = lambda n: torch.nn.functional.normalize(torch.randn(n, vlm.embed_dim, generator=g), dim=-1)  # noqa: E731
+    lab = lambda n: torch.arange(4).repeat_interleave(n)  # noqa: E731
+    fs = cocoop.FeatureSet("toy", names, f(8), lab(2), f(12), lab(3), {"noisy": f(12)}, False)
+    kw = dict(epochs=1, batch_size=2, lr=0.01, optimizer="sgd", warmup_epochs=0)
+    rows, models, outcomes = cocoop.base_to_new_grid(vlm, {"toy": fs}, datasets=["toy"], shots=[1], seeds=[0],
+                                                     train_kw={"coop": kw, "cocoop": kw}, prompt_kw={},
+                                                     linear_probe=False, progress=False)
+    args = dict(k=1, seeds=[0], template="a photo of a {}.")
+    fresh, fresh_out = cocoop.domain_shift_rows(vlm, fs, models, **args)
+    reused, reused_out = cocoop.domain_shift_rows(vlm, fs, models, **args, b2n_outcomes=outcomes)
+    assert fresh == reused and fresh_out.keys() == reused_out.keys()
+    assert all(torch.equal(torch.as_tensor(fresh_out[k]), torch.as_tensor(reused_out[k])) for k in fresh_out)

@@ -61,6 +61,10 @@ class TextTokens:
     def __getitem__(self, idx) -> "TextTokens":
         return TextTokens(self.ids[idx], self.attention_mask[idx], self.eot[idx])
 
+    def trimmed(self, length: int) -> "TextTokens":
+        """The first ``length`` positions of every row (the end token stays where it is)."""
+        return TextTokens(self.ids[:, :length], self.attention_mask[:, :length], self.eot)
+
 
 def _freeze(module: nn.Module) -> nn.Module:
     module.eval()

@@ -641,9 +641,11 @@ def cross_dataset_rows(vlm: VLM, fsets: dict, pairs, models: dict, *, k: int, se
 
 
 def domain_shift_rows(vlm: VLM, fs: FeatureSet, models: dict, *, k: int, seeds, template: str,
-                      eval_text_chunk: int | None = None):
+                      eval_text_chunk: int | None = None, b2n_outcomes: dict | None = None):
     """CoCoOp Sec. 4.3 analogue: the base-class test images, clean and in every shifted copy of ``fs``
-    -> (rows, outcomes)."""
+    -> (rows, outcomes). ``b2n_outcomes`` (the base-to-new grid's): a trained model's clean outcomes are its
+    base-class test outcomes there (the same model on the same images and classes), reused instead of evaluated
+    again."""
     from ..data import base_new_classes
 
     base, _ = base_new_classes(len(fs.classnames))
@@ -658,7 +660,11 @@ def domain_shift_rows(vlm: VLM, fs: FeatureSet, models: dict, *, k: int, seeds, 
         for m in ("coop", "cocoop"):
             for s in seeds:
                 if (fs.name, m, k, s) in models:
-                    c = correct_on(models[(fs.name, m, k, s)], x, y, eval_text_chunk=eval_text_chunk)
+                    clean = outcome_key("b2n", m, fs.name, "base", k, s)
+                    if which == "test" and b2n_outcomes is not None and clean in b2n_outcomes:
+                        c = torch.as_tensor(b2n_outcomes[clean])
+                    else:
+                        c = correct_on(models[(fs.name, m, k, s)], x, y, eval_text_chunk=eval_text_chunk)
                     rows.append({"dataset": fs.name, "test_set": which, "method": m, "seed": s,
                                  "acc": float(c.float().mean())})
                     outcomes[outcome_key("shift", m, fs.name, which, k, s)] = c
@@ -694,7 +700,7 @@ def run_concept_world(ccfg: dict, *, train_kw: dict, prompt_kw: dict, template: 
     shift_rows = []
     for n in ccfg["datasets"]:
         r, o = domain_shift_rows(vlm, fsets[n], models, k=k_max, seeds=seeds, template=template,
-                                 eval_text_chunk=eval_text_chunk)
+                                 eval_text_chunk=eval_text_chunk, b2n_outcomes=outcomes)
         shift_rows += r
         outcomes.update(o)
     return {"vlm": vlm, "fsets": fsets, "models": models, "features": features,
