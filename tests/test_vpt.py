@@ -329,3 +329,42 @@ def test_paper_backbone_is_the_official_vit_with_imagenet_statistics(monkeypatch
     b = backbones.build_backbone("vit_b16_in21k")
     assert asked == {"arch": "vit_base_patch16_224.orig_in21k", "pretrained": True}
     assert b.mean == backbones.IMAGENET_MEAN and b.std == backbones.IMAGENET_STD
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_linear_probe_on_cached_features_equals_the_probe_through_the_frozen_body(tiny, amp):
+    """The linear probe trained on features computed once (feature_cache) against the transcription: the same
+    head trained through the frozen body, batch for batch, 2 epochs; the same head, accuracies and per-example
+    outcomes."""
+    from vpkit.data import ImageSet
+    from vpkit.studies import vpt as protocol
+
+    g = torch.Generator().manual_seed(0)
+    ds = ImageSet(torch.randint(0, 255, (24, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(24) % 3,
+                  ["a", "b", "c"], "t")
+    test = ds.subset(torch.arange(10))
+    tc = protocol.TrainConfig(epochs=2, batch_size=5, warmup_epochs=0.5, optimizer="sgd", amp=amp)
+    heads, real = [], protocol.fit
+
+    def spy(model, loader, **kw):
+        h = real(model, loader, **kw)
+        heads.append(getattr(model, "head", model).weight.detach().clone())
+        return h
+
+    protocol.fit = spy
+    cache = {}
+    try:
+        args = dict(num_classes=3, base_lr=2.0, weight_decay=1e-3, seed=1, train=tc)
+        ref = protocol.train_and_eval("linear", tiny, ds, {"test": test}, **args)
+        got = protocol.train_and_eval("linear", tiny, ds, {"test": test}, **args, feature_cache=cache)
+        again = protocol.train_and_eval("linear", tiny, ds, {"test": test}, **args, feature_cache=cache)
+    finally:
+        protocol.fit = real
+    assert len(cache) == 2  # the training and the test set, each computed once
+    tol = dict(atol=1e-5, rtol=1e-4) if not amp else dict(atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(heads[1], heads[0], **tol)
+    assert torch.equal(heads[1], heads[2]) and got.acc == again.acc
+    assert not torch.allclose(heads[0], torch.zeros_like(heads[0]))
+    if not amp:
+        assert got.acc == ref.acc and (got.correct["test"] == ref.correct["test"]).all()
+        assert got.final_train_acc == pytest.approx(ref.final_train_acc)

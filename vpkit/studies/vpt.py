@@ -179,15 +179,74 @@ def outcome_key(method: str, task: str, seed: int, variant: str = "") -> str:
     return f"{method}{f'[{variant}]' if variant else ''}/{task}/{int(seed)}"
 
 
+class FeatureLoader:
+    """``(features, y)`` batches of precomputed features in the order a :class:`vpkit.data.Loader` of the same
+    length, batch size, shuffle and seed gives the images (:func:`vpkit.data.batch_indices`)."""
+
+    def __init__(self, features, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0):
+        self.features, self.labels, self.batch_size, self.shuffle, self.seed = features, labels, batch_size, shuffle, seed
+        self._epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self):
+        from ..data import batch_indices
+
+        epoch = self._epoch
+        self._epoch += int(self.shuffle)
+        for idx in batch_indices(len(self.labels), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch):
+            yield self.features[idx], self.labels[idx]
+
+
+def frozen_body_features(body, ds: ImageSet, backbone: Backbone, *, batch_size: int, amp: bool,
+                         cache: dict | None = None):
+    """The linear probe's input: ``body.forward_head(body.forward_features(x), pre_logits=True)`` of every image of
+    ``ds`` (the frozen body in eval mode, under the run's autocast), on the device the loader puts images on ->
+    ``(features, labels, seconds)``. ``cache`` (keyed by the ImageSet object, which it keeps alive) holds them
+    for every later linear run on the same set: the body is frozen and identical in every run."""
+    import time
+
+    import torch
+
+    from ..device import autocast
+
+    if cache is not None and id(ds) in cache:
+        return cache[id(ds)][1:]
+    body.eval()
+    t0 = time.perf_counter()
+    feats, labels = [], []
+    with torch.no_grad():
+        for x, y in loader_for(ds, backbone, batch_size=batch_size):
+            with autocast(x.device, amp):
+                feats.append(body.forward_head(body.forward_features(x), pre_logits=True))
+            labels.append(y)
+    out = (torch.cat(feats), torch.cat(labels), time.perf_counter() - t0)
+    if cache is not None:
+        cache[id(ds)] = (ds, *out)
+    return out
+
+
 def train_and_eval(method: str, backbone: Backbone, train_set: ImageSet, eval_sets: dict[str, ImageSet], *,
                    num_classes: int, base_lr: float, weight_decay: float, seed: int, train: TrainConfig,
-                   method_kwargs: dict | None = None, progress: bool = False) -> RunResult:
+                   method_kwargs: dict | None = None, progress: bool = False,
+                   feature_cache: dict | None = None) -> RunResult:
     """Build ``method`` (seeded), train it on ``train_set``, evaluate on every set of ``eval_sets`` (accuracy and
-    per-example correct flags)."""
+    per-example correct flags).
+
+    ``feature_cache`` (a dict shared by the runs of one backbone): the linear probe trains its head on the frozen
+    body's features, computed once per image set (:func:`frozen_body_features`), in the batches and order its image
+    loader would give, instead of running the frozen body again in every run, learning rate and seed; the same
+    computation (the body is frozen and in eval mode in both), so the same head to float rounding. Its
+    ``images_per_s`` is then the training images over the seconds of extracting their features plus the head's
+    training, what one epoch of the uncached run costs."""
     kw = dict(method_kwargs or {})
     seed_everything(seed)
     m = build_method(method, backbone, num_classes, **kw)
     init_head(m.model.head, train.head_init)
+    if method == "linear" and feature_cache is not None:
+        return _linear_on_features(m, backbone, train_set, eval_sets, base_lr=base_lr, weight_decay=weight_decay,
+                                   seed=seed, train=train, kw=kw, cache=feature_cache)
     loader = loader_for(train_set, backbone, batch_size=train.batch_size, shuffle=True, seed=seed)
     common = dict(method=method, seed=seed, base_lr=base_lr, weight_decay=weight_decay, trainable=m.report.trainable,
                   percent_of_backbone=m.report.percent_of_backbone, method_kwargs=kw,
@@ -204,6 +263,37 @@ def train_and_eval(method: str, backbone: Backbone, train_set: ImageSet, eval_se
           for name, ds in eval_sets.items()}
     return RunResult(acc={k: e["acc"] for k, e in ev.items()}, images_per_s=hist.throughput,
                      train_seconds=hist.seconds, final_train_acc=hist.train_acc[-1],
+                     correct={k: e["correct"].numpy().astype(bool) for k, e in ev.items()}, **common)
+
+
+def _linear_on_features(m, backbone: Backbone, train_set: ImageSet, eval_sets: dict, *, base_lr: float,
+                        weight_decay: float, seed: int, train: TrainConfig, kw: dict, cache: dict) -> RunResult:
+    """:func:`train_and_eval` of the linear probe on cached frozen features (see there)."""
+    body, head = m.model.body, m.model.head
+
+    def feats(ds):
+        return frozen_body_features(body, ds, backbone, batch_size=train.eval_batch_size, amp=train.amp, cache=cache)
+
+    ftr, ytr, sec = feats(train_set)
+    common = dict(method="linear", seed=seed, base_lr=base_lr, weight_decay=weight_decay,
+                  trainable=m.report.trainable, percent_of_backbone=m.report.percent_of_backbone, method_kwargs=kw,
+                  precision=precision() if train.amp else "fp32")
+    loader = FeatureLoader(ftr, ytr, batch_size=train.batch_size, shuffle=True, seed=seed)
+    try:
+        hist = fit(head, loader, epochs=train.epochs, lr=train.lr(base_lr), weight_decay=weight_decay,
+                   optimizer=train.optimizer, momentum=train.momentum, warmup_epochs=train.warmup_epochs,
+                   amp=train.amp, progress=False)
+    except FloatingPointError:
+        nan = float("nan")
+        return RunResult(acc={k: nan for k in eval_sets}, images_per_s=nan, train_seconds=nan, final_train_acc=nan,
+                         **common)
+    ev = {}
+    for name, ds in eval_sets.items():
+        f, y, _ = feats(ds)
+        ev[name] = evaluate(head, FeatureLoader(f, y, batch_size=train.eval_batch_size), amp=train.amp)
+    n_seen = len(ytr) * train.epochs
+    return RunResult(acc={k: e["acc"] for k, e in ev.items()}, images_per_s=n_seen / (sec * train.epochs + hist.seconds),
+                     train_seconds=sec * train.epochs + hist.seconds, final_train_acc=hist.train_acc[-1],
                      correct={k: e["correct"].numpy().astype(bool) for k, e in ev.items()}, **common)
 
 
@@ -225,7 +315,7 @@ def next_grid_value(tried, *, up: bool) -> float:
 
 def tune(method: str, backbone: Backbone, splits: dict[str, ImageSet], *, num_classes: int, base_lrs, weight_decays,
          train: TrainConfig, seed: int = 0, method_kwargs: dict | None = None, extend: int = 0,
-         progress: bool = False) -> tuple[tuple[float, float], list[RunResult]]:
+         progress: bool = False, feature_cache: dict | None = None) -> tuple[tuple[float, float], list[RunResult]]:
     """Grid search on train800 -> val200; returns the best (base_lr, weight_decay) and every grid run.
 
     A run that diverges (non-finite loss) scores NaN and is never chosen; ties go to the earlier grid point.
@@ -239,7 +329,8 @@ def tune(method: str, backbone: Backbone, splits: dict[str, ImageSet], *, num_cl
         for wd in weight_decays:
             runs.append(train_and_eval(method, backbone, splits["train800"], {"val200": splits["val200"]},
                                        num_classes=num_classes, base_lr=base_lr, weight_decay=wd, seed=seed,
-                                       train=train, method_kwargs=method_kwargs, progress=progress))
+                                       train=train, method_kwargs=method_kwargs, progress=progress,
+                                       feature_cache=feature_cache))
 
     def best() -> RunResult:
         scores = [r.acc["val200"] if math.isfinite(r.acc["val200"]) else -1.0 for r in runs]
@@ -264,20 +355,22 @@ def tune(method: str, backbone: Backbone, splits: dict[str, ImageSet], *, num_cl
 
 def vtab_protocol(method: str, backbone: Backbone, splits: dict[str, ImageSet], *, num_classes: int, base_lrs,
                   weight_decays, seeds, train: TrainConfig, method_kwargs: dict | None = None, grid_extend: int = 0,
-                  progress: bool = False) -> tuple[list[RunResult], list[RunResult]]:
-    """Tune on train800/val200 (first seed), retrain on train1000 for every seed, test. Returns (final, grid)."""
+                  progress: bool = False, feature_cache: dict | None = None) -> tuple[list[RunResult], list[RunResult]]:
+    """Tune on train800/val200 (first seed), retrain on train1000 for every seed, test. Returns (final, grid).
+    ``feature_cache``: see :func:`train_and_eval`."""
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds must name at least one seed")
     if len(base_lrs) * len(weight_decays) > 1:
         (lr, wd), grid = tune(method, backbone, splits, num_classes=num_classes, base_lrs=base_lrs,
                               weight_decays=weight_decays, train=train, seed=seeds[0], method_kwargs=method_kwargs,
-                              extend=grid_extend if len(base_lrs) > 1 else 0, progress=progress)
+                              extend=grid_extend if len(base_lrs) > 1 else 0, progress=progress,
+                              feature_cache=feature_cache)
     else:
         (lr, wd), grid = (base_lrs[0], weight_decays[0]), []
     final = [train_and_eval(method, backbone, splits["train1000"], {"test": splits["test"]}, num_classes=num_classes,
                             base_lr=lr, weight_decay=wd, seed=s, train=train, method_kwargs=method_kwargs,
-                            progress=progress) for s in seeds]
+                            progress=progress, feature_cache=feature_cache) for s in seeds]
     return final, grid
 
 
@@ -297,8 +390,10 @@ def summarize(rows, *, by=("task", "method"), value: str = "acc_test"):
 def run_suite(backbone: Backbone, suite: dict[str, dict[str, ImageSet]], *, methods, base_lrs: dict,
               weight_decays, seeds, train: TrainConfig, method_kwargs: dict | None = None,
               tune_on: dict[str, str] | None = None, grid_extend: int = 0, collect: dict | None = None,
-              progress: bool = False, log=print) -> tuple[list[dict], list[dict]]:
-    """:func:`vtab_protocol` for every task of ``suite`` (task -> splits) and every method.
+              progress: bool = False, log=print, linear_features: bool = True) -> tuple[list[dict], list[dict]]:
+    """:func:`vtab_protocol` for every task of ``suite`` (task -> splits) and every method. ``linear_features``:
+    the linear probe trains on the frozen body's features, computed once per image set of a task
+    (:func:`train_and_eval`'s ``feature_cache``), instead of running the frozen body in every run.
 
     ``base_lrs`` maps a method name to its base-lr grid; ``method_kwargs`` maps a method name to builder
     kwargs. ``tune_on`` (budget saver) maps a task to another task of the suite whose tuned (base_lr,
@@ -318,6 +413,7 @@ def run_suite(backbone: Backbone, suite: dict[str, dict[str, ImageSet]], *, meth
     for task, splits in suite.items():
         num_classes = splits["test"].num_classes
         donor = tune_on.get(task, task)
+        cache = {} if linear_features else None  # one task's image sets: freed with the next task
         for method in methods:
             lrs, wds = base_lrs[method], weight_decays
             if donor != task:
@@ -325,7 +421,7 @@ def run_suite(backbone: Backbone, suite: dict[str, dict[str, ImageSet]], *, meth
             final, grid = vtab_protocol(method, backbone, splits, num_classes=num_classes, base_lrs=lrs,
                                         weight_decays=wds, seeds=seeds, train=train,
                                         method_kwargs=method_kwargs.get(method), grid_extend=grid_extend,
-                                        progress=progress)
+                                        progress=progress, feature_cache=cache)
             best[(task, method)] = (final[0].base_lr, final[0].weight_decay)
             for r in final:
                 key = outcome_key(method, task, r.seed)
