@@ -209,11 +209,11 @@ def frozen_body_features(body, ds: ImageSet, backbone: Backbone, *, batch_size: 
 
     import torch
 
-    from ..device import autocast
+    from ..device import autocast, resolve_device
 
     if cache is not None and id(ds) in cache:
         return cache[id(ds)][1:]
-    body.eval()
+    body.to(resolve_device("auto")).eval()  # where the loader puts the images (fit would move it there too)
     t0 = time.perf_counter()
     feats, labels = [], []
     with torch.no_grad():
