@@ -345,6 +345,27 @@ class Loader:
             yield x, self.ds.labels[idx]
 
 
+class FeatureLoader:
+    """``(features, labels)`` batches of precomputed features, in the order a :class:`Loader` of the same length,
+    batch size, shuffle and seed gives the images (:func:`batch_indices`, seeded per epoch)."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool = False,
+                 seed: int = 0):
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.features, self.labels = features, torch.as_tensor(labels)
+        self.batch_size, self.shuffle, self.seed, self._epoch = batch_size, shuffle, seed, 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self):
+        epoch = self._epoch
+        self._epoch += int(self.shuffle)
+        for idx in batch_indices(len(self.labels), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch):
+            yield self.features[idx], self.labels[idx]
+
+
 def loader_for(ds: ImageSet, backbone, *, batch_size: int = 64, shuffle: bool = False, seed: int = 0,
                **kw) -> Loader:
     """A :class:`Loader` with the backbone's image size and normalisation."""

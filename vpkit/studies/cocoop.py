@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import batch_indices
+from ..data import FeatureLoader
 from ..profiles import resolve
 from ..prompts.coop import CoCoOp, CoOp, build_prompt_model
 from ..vlm import VLM
@@ -176,26 +176,6 @@ def paper_cost(cfg: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------
 # Training and evaluation on precomputed image features
 # ----------------------------------------------------------------------------------------------------------
-
-class FeatureLoader:
-    """``(features, labels)`` batches of precomputed image features; seeded shuffling per epoch."""
-
-    def __init__(self, features: torch.Tensor, labels: torch.Tensor, *, batch_size: int, shuffle: bool = False,
-                 seed: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
-        self.features, self.labels = features, torch.as_tensor(labels)
-        self.batch_size, self.shuffle, self.seed, self._epoch = batch_size, shuffle, seed, 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
-
-    def __iter__(self):
-        epoch = self._epoch
-        self._epoch += int(self.shuffle)
-        for idx in batch_indices(len(self.labels), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch):
-            yield self.features[idx], self.labels[idx]
-
 
 def text_precision(model) -> str:
     """The precision of a prompt model's text passes: the measured autocast's with ``amp``, else fp32."""

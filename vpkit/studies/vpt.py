@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from ..backbones import Backbone
-from ..data import ImageSet, loader_for
+from ..data import FeatureLoader, ImageSet, loader_for
 from ..device import precision
 from ..methods import build_method
 from ..profiles import resolve
@@ -179,26 +179,6 @@ def outcome_key(method: str, task: str, seed: int, variant: str = "") -> str:
     return f"{method}{f'[{variant}]' if variant else ''}/{task}/{int(seed)}"
 
 
-class FeatureLoader:
-    """``(features, y)`` batches of precomputed features in the order a :class:`vpkit.data.Loader` of the same
-    length, batch size, shuffle and seed gives the images (:func:`vpkit.data.batch_indices`)."""
-
-    def __init__(self, features, labels, *, batch_size: int, shuffle: bool = False, seed: int = 0):
-        self.features, self.labels, self.batch_size, self.shuffle, self.seed = features, labels, batch_size, shuffle, seed
-        self._epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
-
-    def __iter__(self):
-        from ..data import batch_indices
-
-        epoch = self._epoch
-        self._epoch += int(self.shuffle)
-        for idx in batch_indices(len(self.labels), self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=epoch):
-            yield self.features[idx], self.labels[idx]
-
-
 def frozen_body_features(body, ds: ImageSet, backbone: Backbone, *, batch_size: int, amp: bool,
                          cache: dict | None = None):
     """The linear probe's input: ``body.forward_head(body.forward_features(x), pre_logits=True)`` of every image of
@@ -244,56 +224,34 @@ def train_and_eval(method: str, backbone: Backbone, train_set: ImageSet, eval_se
     seed_everything(seed)
     m = build_method(method, backbone, num_classes, **kw)
     init_head(m.model.head, train.head_init)
-    if method == "linear" and feature_cache is not None:
-        return _linear_on_features(m, backbone, train_set, eval_sets, base_lr=base_lr, weight_decay=weight_decay,
-                                   seed=seed, train=train, kw=kw, cache=feature_cache)
-    loader = loader_for(train_set, backbone, batch_size=train.batch_size, shuffle=True, seed=seed)
     common = dict(method=method, seed=seed, base_lr=base_lr, weight_decay=weight_decay, trainable=m.report.trainable,
                   percent_of_backbone=m.report.percent_of_backbone, method_kwargs=kw,
                   precision=precision() if train.amp else "fp32")
+    if method == "linear" and feature_cache is not None:  # the head alone, on the frozen body's cached features
+        def feats(ds):
+            return frozen_body_features(m.model.body, ds, backbone, batch_size=train.eval_batch_size, amp=train.amp,
+                                        cache=feature_cache)
+
+        model, (ftr, ytr, feature_s) = m.model.head, feats(train_set)
+        loader = FeatureLoader(ftr, ytr, batch_size=train.batch_size, shuffle=True, seed=seed)
+        eval_loader = lambda ds: FeatureLoader(*feats(ds)[:2], batch_size=train.eval_batch_size)  # noqa: E731
+    else:
+        model, feature_s = m.model, 0.0
+        loader = loader_for(train_set, backbone, batch_size=train.batch_size, shuffle=True, seed=seed)
+        eval_loader = lambda ds: loader_for(ds, backbone, batch_size=train.eval_batch_size)  # noqa: E731
     try:
-        hist = fit(m.model, loader, epochs=train.epochs, lr=train.lr(base_lr), weight_decay=weight_decay,
+        hist = fit(model, loader, epochs=train.epochs, lr=train.lr(base_lr), weight_decay=weight_decay,
                    optimizer=train.optimizer, momentum=train.momentum, warmup_epochs=train.warmup_epochs,
                    amp=train.amp, progress=progress, desc=f"{method} {train_set.name}")
     except FloatingPointError:  # diverged: scores NaN, so tuning never picks it
         nan = float("nan")
         return RunResult(acc={k: nan for k in eval_sets}, images_per_s=nan, train_seconds=nan, final_train_acc=nan,
                          **common)
-    ev = {name: evaluate(m.model, loader_for(ds, backbone, batch_size=train.eval_batch_size), amp=train.amp)
-          for name, ds in eval_sets.items()}
-    return RunResult(acc={k: e["acc"] for k, e in ev.items()}, images_per_s=hist.throughput,
-                     train_seconds=hist.seconds, final_train_acc=hist.train_acc[-1],
-                     correct={k: e["correct"].numpy().astype(bool) for k, e in ev.items()}, **common)
-
-
-def _linear_on_features(m, backbone: Backbone, train_set: ImageSet, eval_sets: dict, *, base_lr: float,
-                        weight_decay: float, seed: int, train: TrainConfig, kw: dict, cache: dict) -> RunResult:
-    """:func:`train_and_eval` of the linear probe on cached frozen features (see there)."""
-    body, head = m.model.body, m.model.head
-
-    def feats(ds):
-        return frozen_body_features(body, ds, backbone, batch_size=train.eval_batch_size, amp=train.amp, cache=cache)
-
-    ftr, ytr, sec = feats(train_set)
-    common = dict(method="linear", seed=seed, base_lr=base_lr, weight_decay=weight_decay,
-                  trainable=m.report.trainable, percent_of_backbone=m.report.percent_of_backbone, method_kwargs=kw,
-                  precision=precision() if train.amp else "fp32")
-    loader = FeatureLoader(ftr, ytr, batch_size=train.batch_size, shuffle=True, seed=seed)
-    try:
-        hist = fit(head, loader, epochs=train.epochs, lr=train.lr(base_lr), weight_decay=weight_decay,
-                   optimizer=train.optimizer, momentum=train.momentum, warmup_epochs=train.warmup_epochs,
-                   amp=train.amp, progress=False)
-    except FloatingPointError:
-        nan = float("nan")
-        return RunResult(acc={k: nan for k in eval_sets}, images_per_s=nan, train_seconds=nan, final_train_acc=nan,
-                         **common)
-    ev = {}
-    for name, ds in eval_sets.items():
-        f, y, _ = feats(ds)
-        ev[name] = evaluate(head, FeatureLoader(f, y, batch_size=train.eval_batch_size), amp=train.amp)
-    n_seen = len(ytr) * train.epochs
-    return RunResult(acc={k: e["acc"] for k, e in ev.items()}, images_per_s=n_seen / (sec * train.epochs + hist.seconds),
-                     train_seconds=sec * train.epochs + hist.seconds, final_train_acc=hist.train_acc[-1],
+    ev = {name: evaluate(model, eval_loader(ds), amp=train.amp) for name, ds in eval_sets.items()}
+    seconds = feature_s * train.epochs + hist.seconds  # cached: what the uncached run's frozen passes would cost
+    return RunResult(acc={k: e["acc"] for k, e in ev.items()},
+                     images_per_s=hist.throughput if not feature_s else len(loader.labels) * train.epochs / seconds,
+                     train_seconds=seconds, final_train_acc=hist.train_acc[-1],
                      correct={k: e["correct"].numpy().astype(bool) for k, e in ev.items()}, **common)
 
 
