@@ -24,7 +24,7 @@ LAYERS = [
     ["vpkit.methods", "vpkit.continual", "vpkit.alignment"],
     ["vpkit.report", "vpkit.plots"],
     ["vpkit.studies"] + [f"vpkit.studies.{s}" for s in studies.STUDIES],
-    ["vpkit.harness", "vpkit.sweep", "vpkit.__main__", "vpkit"],
+    ["vpkit.harness", "vpkit.sweep", "vpkit.compare", "vpkit.__main__", "vpkit"],
 ]
 LAYER = {m: i for i, names in enumerate(LAYERS) for m in names}
 

@@ -300,6 +300,10 @@ def cache_frozen_bf16(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+# environment variables that hold torch's, oneDNN's or MKL's kernels below the CPU's instruction set
+ISA_LIMIT_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`)."""
     try:
@@ -324,6 +328,9 @@ def describe() -> dict:
     for k in ("matmul_bf16_speedup", "forward_bf16_speedup", "matmul_fp32_gflops", "matmul_bf16_gflops"):
         if k in m:
             info[k] = round(m[k], 3)
+    limits = {k: os.environ[k] for k in ISA_LIMIT_VARS if os.environ.get(k)}
+    if limits:  # the kernels were held below what the CPU can do (e.g. an AVX2-only CPU emulated)
+        info["isa_limits"] = limits
     if "thread_seconds" in m:
         info["thread_seconds"] = {k: round(v, 6) for k, v in m["thread_seconds"].items()}
     return info

@@ -302,7 +302,8 @@ def _replicate_parallel(todo: list[tuple[int, str, dict]], *, jobs: int, total: 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vpkit", description=__doc__,
-                                 epilog="parameter sweeps (local or Ray): python3 -m vpkit sweep --help",
+                                 epilog="parameter sweeps (local or Ray): python3 -m vpkit sweep --help\n"
+                                        "two replications compared: python3 -m vpkit compare --help",
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     rp = sub.add_parser("replicate", help="execute notebooks with papermill, writing results/<source>/")
