@@ -35,7 +35,9 @@ if [ ! -d /usr/share/fonts/truetype/noto ] || ! ls /usr/share/fonts/truetype/not
 fi
 # The many-style emoji concept corpus (vpkit/data/emoji.py): openly licensed artwork from npm, fetched with
 # `npm pack` into the cache (checksummed; only the concept images are kept; about 10 MB). Needs npm (Debian: npm).
+# The unseen style (openmoji) ships SVG only: resvg-py (a wheel, no system libraries) rasterises it once.
 if command -v npm >/dev/null; then
+  pipq "resvg-py==0.5.0"
   "$PY" -m vpkit.data.emoji --fetch
 else
   echo "install.sh: npm not found; the emoji concept corpus is not fetched (apt-get install npm, then" \

@@ -292,3 +292,17 @@ def test_a_concept_world_that_could_not_run_is_one_not_testable_claim(tmp_path):
     assert c["concepts_new_classes_above_chance"].verdict == stats.NOT_TESTABLE
     assert "not fetched" in c["concepts_new_classes_above_chance"].decision.reason
     assert not any(k.startswith("concepts_") for k in c if k != "concepts_new_classes_above_chance")
+
+
+def test_the_concept_world_needs_its_unseen_shift_style(monkeypatch):
+    """An unseen style among ``shift_styles`` that is not fetched skips the concept world with the command to run
+    (its claims would otherwise average over fewer shifted copies than the design fixed)."""
+    from vpkit.data import emoji
+
+    assert "openmoji" in cocoop.CONCEPT_WORLD["shift_styles"]
+    monkeypatch.setattr(emoji, "not_fetched", lambda: None)
+    monkeypatch.setattr(emoji, "unseen_missing", lambda s: f"the unseen emoji style {s!r} is not fetched: run x")
+    assert "'openmoji' is not fetched" in cocoop.concept_world_missing(["twitter", "openmoji"])
+    assert cocoop.concept_world_missing(["twitter"]) is None
+    monkeypatch.setattr(emoji, "unseen_missing", lambda s: None)
+    assert cocoop.concept_world_missing(["twitter", "openmoji"]) is None

@@ -241,3 +241,29 @@ def test_zero_shot_figure_builds_with_the_paper_mark():
     fig = vs.zero_shot_figure(zs, probes, title="t")
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert "chance" in labels and any("paper" in x for x in labels) and fig.axes[0].get_legend() is not None
+
+
+def test_vlm_unseen_style_claims_pair_concepts_and_views(tmp_path):
+    """The unseen style: 20% vs chance 4% holds; the seen styles' mean (30%) minus the unseen style (20%), paired per
+    image, holds; without an unseen style both claims say why they are not testable."""
+    d = vlm_results(tmp_path)
+    proto = json.loads((d / vs.PROTOCOL).read_text())
+    proto["concepts"] = {"styles": ["google", "twitter"], "unseen_styles": ["openmoji"], "groups": {"Animals": 25}}
+    (d / vs.PROTOCOL).write_text(json.dumps(proto))
+    out = report.load_outcomes(d)
+    base = flags(500, 0.30, seed=70)
+    for st, a in (("google", base), ("twitter", base), ("openmoji", flip(base, 50, to=False))):
+        out[f"concept_zero_shot:concept:{st}/Animals/0"] = a
+        out[f"concept_zero_shot:untrained:{st}/Animals/0"] = a
+    report.Results(d, profile="offline", seed=0).outcomes(out)
+    c = by_id(vs.claims_from_results(d))
+    above, cost = c["concept_zero_shot_unseen_style_above_chance"], c["concept_unseen_style_costs_accuracy"]
+    assert above.verdict == stats.HOLDS and above.decision.margin == pytest.approx(20.0 - 4.0)
+    assert cost.verdict == stats.HOLDS and cost.decision.margin == pytest.approx(10.0)
+    assert "unseen openmoji" in cost.ours
+    proto["concepts"] = {"styles": ["google", "twitter"], "unseen_styles": [], "groups": {"Animals": 25},
+                         "unseen_skipped": "the unseen emoji style 'openmoji' is not fetched"}
+    (d / vs.PROTOCOL).write_text(json.dumps(proto))
+    c = by_id(vs.claims_from_results(d))
+    for cid in ("concept_zero_shot_unseen_style_above_chance", "concept_unseen_style_costs_accuracy"):
+        assert c[cid].verdict == stats.NOT_TESTABLE and "not fetched" in c[cid].decision.reason

@@ -67,3 +67,45 @@ def test_unknown_styles_and_missing_caches_say_what_to_do(tmp_path, monkeypatch)
     monkeypatch.setenv("VPKIT_CACHE", str(tmp_path))
     with pytest.raises(assets.AssetError, match="install.sh"):
         emoji.concepts()
+
+
+# --- the unseen style (OpenMoji, SVG artwork rasterised at fetch time) ----------------------------------------------
+def _svg(fill: str, box: tuple[int, int, int, int]) -> bytes:
+    x, y, w, h = box
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 72 72" width="72" height="72">'
+            f'<rect x="{x}" y="{y}" width="{w}" height="{h}" fill="{fill}"/></svg>').encode()
+
+
+def test_svg_artwork_is_cropped_to_the_drawing_and_fills_the_frame():
+    pytest.importorskip("resvg_py")
+    a = emoji.svg_to_rgba(_svg("#ff0000", (20, 26, 32, 20)))  # a wide red bar with a big margin
+    assert a.shape == (emoji.IMAGE_SIZE, emoji.IMAGE_SIZE, 4) and a.dtype.name == "uint8"
+    cols = (a[..., 3] > 128).any(0)
+    assert cols.sum() >= emoji.IMAGE_SIZE - 2  # the drawing's long side spans the frame: the margin is gone
+    rows = (a[..., 3] > 128).any(1)
+    assert 35 <= rows.sum() <= 45  # aspect kept (20 / 32 of 64), centred on transparency
+    assert a[32, 32, 0] > 200 and a[32, 32, 1] < 50 and a[0, 0, 3] == 0
+    assert (emoji.svg_to_rgba(_svg("#ff0000", (20, 26, 32, 20))) == a).all()  # deterministic
+
+
+def test_the_unseen_style_is_held_out_of_every_default(monkeypatch, tmp_path):
+    assert set(emoji.UNSEEN_STYLES).isdisjoint(emoji.STYLES) and "openmoji" in emoji.UNSEEN_STYLES
+    assert emoji.style_dir("openmoji").name == f"openmoji-{emoji.UNSEEN_STYLES['openmoji'].version}"
+    with pytest.raises(ValueError, match="unseen"):
+        emoji.unseen_missing("google")
+    monkeypatch.setenv("VPKIT_CACHE", str(tmp_path))
+    assert "--fetch openmoji" in emoji.unseen_missing("openmoji")
+
+
+def test_openmoji_draws_every_concept_in_its_own_style(concepts):
+    pytest.importorskip("resvg_py")
+    emoji.fetch("openmoji")
+    assert emoji.unseen_missing("openmoji") is None
+    every = emoji.concepts((*emoji.STYLES, "openmoji"))
+    assert [c.name for c in every] == [c.name for c in concepts]  # the PNG styles' concepts, same order
+    assert sum("openmoji" in c.styles for c in every) > 0.95 * len(every)
+    dog = next(c for c in every if c.name == "dog face")
+    om = emoji.load_rgba(dog, "openmoji")
+    assert om.shape == (emoji.IMAGE_SIZE, emoji.IMAGE_SIZE, 4)
+    assert emoji.image_hash(om) not in {emoji.image_hash(emoji.load_rgba(dog, s)) for s in emoji.STYLES}
+    assert "CC BY-SA 4.0" in (emoji.style_dir("openmoji") / "SOURCE").read_text()

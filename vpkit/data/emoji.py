@@ -52,11 +52,33 @@ STYLES = {
                            "has_img_twitter", "Twemoji artwork (Twitter, Inc. and contributors), CC-BY-4.0; "
                                               "package code MIT"),
 }
+
+
+@dataclass(frozen=True)
+class SvgStyleSource:
+    """A style that ships SVG artwork only, rasterised once at fetch time (``resvg-py``) into the same 64 px RGBA PNGs,
+    named as the PNG styles name them (:attr:`Concept.image`)."""
+
+    package: str
+    version: str
+    sha256: str  # of the npm tarball
+    svgs: str  # folder of the SVGs inside the package, one per code point sequence (upper-case hex, no FE0F)
+    licence_file: str
+    licence: str
+
+
+# Styles that no alignment, prompt or choice of this project is trained on: test sets of a style shift that the whole
+# model never saw (issue 15: "styles can be held out too"). Its concepts are those of the PNG styles.
+UNSEEN_STYLES = {
+    "openmoji": SvgStyleSource("openmoji", "17.0.0", "55ee7d13485dec86e9f38c1f3a645a13382d33ff97c0cd845ee824b0aef45e68",
+                               "color/svg", "LICENSE.txt",
+                               "OpenMoji artwork (HfG Schwaebisch Gmuend and contributors), CC BY-SA 4.0"),
+}
+RASTERISER = "resvg-py"  # PyPI: SVG -> PNG, a Rust wheel without system libraries
 NOT_USED = {
     "apple": "emoji-datasource-apple: Apple's artwork has no open licence",
     "facebook": "emoji-datasource-facebook: Meta's artwork has no open licence",
-    "openmoji": "openmoji 17.0.0 (CC BY-SA 4.0) ships SVG only: needs an SVG rasteriser, not wired yet",
-    "fluentui": "fluentui-emoji 1.3.0 (MIT) ships SVG only: needs an SVG rasteriser, not wired yet",
+    "fluentui": "fluentui-emoji 1.3.0 (MIT) ships SVG only and is not wired yet (openmoji is the unseen style)",
 }
 CONCEPT_CATEGORIES = ("Animals & Nature", "Food & Drink", "Travel & Places", "Activities", "Objects")
 IMAGE_SIZE = 64
@@ -76,10 +98,16 @@ def emoji_dir() -> Path:
     return assets.cache_dir() / "emoji"
 
 
+def _source(style: str):
+    src = STYLES.get(style) or UNSEEN_STYLES.get(style)
+    if src is None:
+        raise ValueError(f"unknown emoji style={style!r}; known: {sorted(STYLES)}, unseen: {sorted(UNSEEN_STYLES)} "
+                         f"(not used: {NOT_USED})")
+    return src
+
+
 def style_dir(style: str) -> Path:
-    if style not in STYLES:
-        raise ValueError(f"unknown emoji style={style!r}; known: {sorted(STYLES)} (not used: {NOT_USED})")
-    return emoji_dir() / f"{style}-{STYLES[style].version}"
+    return emoji_dir() / f"{style}-{_source(style).version}"
 
 
 def is_concept(e: dict) -> bool:
@@ -96,8 +124,15 @@ def fetch(style: str, *, npm: str = "npm") -> Path:
     out = style_dir(style)
     if (out / "emoji.json").exists():
         return out
-    src = STYLES[style]
+    src = _source(style)
     spec = f"{src.package}@{src.version}"
+    if isinstance(src, SvgStyleSource):
+        try:
+            import resvg_py  # noqa: F401
+        except ImportError:
+            raise assets.AssetError(f"emoji style {style!r} is SVG artwork: install the rasteriser ('pip install "
+                                    f"{RASTERISER}', done by scripts/install.sh), then run "
+                                    f"'python3 -m vpkit.data.emoji --fetch {style}'") from None
     if shutil.which(npm) is None:
         raise assets.AssetError(f"npm not found: install it (Debian: apt-get install npm), then run "
                                 f"'python3 -m vpkit.data.emoji --fetch {style}' (fetches {spec})")
@@ -115,6 +150,10 @@ def fetch(style: str, *, npm: str = "npm") -> Path:
         emoji_dir().mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=emoji_dir(), prefix=".staging-"))
         try:
+            if isinstance(src, SvgStyleSource):
+                _unpack_svg_style(tgz, src, staging, f"{spec} sha256 {digest}")
+                staging.rename(out)
+                return out
             with tarfile.open(tgz) as tar:
                 meta = json.load(tar.extractfile("package/emoji.json"))
                 keep = {e["image"] for e in meta if is_concept(e) and e.get(src.flag)}
@@ -133,6 +172,53 @@ def fetch(style: str, *, npm: str = "npm") -> Path:
     return out
 
 
+def svg_to_rgba(svg: bytes, *, size: int = IMAGE_SIZE, render: int = 256) -> np.ndarray:
+    """An SVG drawing as ``size`` px RGBA (uint8): rasterised at ``render`` px, cropped to its opaque part, centred on
+    a transparent square and resized (bicubic), so it fills the frame as the PNG styles' artwork does."""
+    import io
+
+    import resvg_py
+    from PIL import Image
+
+    png = resvg_py.svg_to_bytes(svg_string=svg.decode("utf-8"), width=render, height=render)
+    with Image.open(io.BytesIO(bytes(png))) as im:
+        im = im.convert("RGBA")
+        box = im.getchannel("A").point(lambda a: 255 if a > 16 else 0).getbbox() or (0, 0, render, render)
+        glyph = im.crop(box)
+    side = max(glyph.size)
+    sq = Image.new("RGBA", (side, side), (0, 0, 0, 0))
+    sq.alpha_composite(glyph, ((side - glyph.size[0]) // 2, (side - glyph.size[1]) // 2))
+    return np.asarray(sq.resize((size, size), Image.BICUBIC)).copy()
+
+
+def _unpack_svg_style(tgz: Path, src: SvgStyleSource, staging: Path, source_line: str) -> None:
+    """Rasterise the SVG of every concept of the PNG styles (:func:`concepts` of the fetched ones) into ``staging/img``
+    (same file names), with an ``emoji.json`` listing them, the licence and the source line."""
+    from PIL import Image
+
+    items = concepts(tuple(s for s in STYLES if (style_dir(s) / "emoji.json").exists()) or _missing_png_styles())
+    (staging / "img").mkdir()
+    rendered = []
+    with tarfile.open(tgz) as tar:
+        names = set(tar.getnames())
+        for c in items:
+            member = f"package/{src.svgs}/{c.unified.upper().replace('-FE0F', '')}.svg"
+            if member not in names:
+                continue
+            Image.fromarray(svg_to_rgba(tar.extractfile(member).read()), "RGBA").save(staging / "img" / c.image)
+            rendered.append({"unified": c.unified, "image": c.image, "name": c.name})
+        lic = tar.extractfile(f"package/{src.licence_file}")
+        (staging / "LICENSE").write_bytes(lic.read() if lic else b"")
+    (staging / "emoji.json").write_text(json.dumps(rendered))
+    (staging / "SOURCE").write_text(f"{source_line}\nartwork licence: {src.licence}\nrasterised with {RASTERISER} "
+                                    f"(svg_to_rgba: cropped to the drawing, {IMAGE_SIZE} px)\n")
+
+
+def _missing_png_styles():
+    raise assets.AssetError(f"the SVG styles take their concepts from the PNG styles: fetch those first "
+                            f"('python3 -m vpkit.data.emoji --fetch {' '.join(STYLES)}')")
+
+
 def _require(style: str) -> Path:
     d = style_dir(style)
     if not (d / "emoji.json").exists():
@@ -148,15 +234,28 @@ def not_fetched() -> str | None:
             f"'python3 -m vpkit.data.emoji --fetch'") if missing else None
 
 
+def unseen_missing(style: str = "openmoji") -> str | None:
+    """Why the unseen style ``style`` cannot be used here (not fetched: one line naming the command), or None."""
+    if style not in UNSEEN_STYLES:
+        raise ValueError(f"unknown unseen emoji style={style!r}; known: {sorted(UNSEEN_STYLES)}")
+    if (style_dir(style) / "emoji.json").exists():
+        return None
+    return (f"the unseen emoji style {style!r} is not fetched: run 'bash scripts/install.sh' or 'pip install "
+            f"{RASTERISER} && python3 -m vpkit.data.emoji --fetch {style}'")
+
+
 def concepts(styles: tuple[str, ...] = tuple(STYLES)) -> list[Concept]:
     """Every concept drawn by at least one of ``styles`` (which must be fetched), in the package's sort order."""
-    metas = {s: json.loads((_require(s) / "emoji.json").read_text()) for s in styles}
-    first = metas[styles[0]]
+    for s in styles:
+        _require(s)
+    base = next((s for s in styles if s in STYLES), next(iter(STYLES)))  # SVG styles list no categories
+    first = json.loads((_require(base) / "emoji.json").read_text())
     out = []
     for e in sorted(first, key=lambda e: e.get("sort_order", 0)):
         if not is_concept(e):
             continue
-        have = tuple(s for s in styles if e.get(STYLES[s].flag) and (style_dir(s) / "img" / e["image"]).exists())
+        have = tuple(s for s in styles if (s not in STYLES or e.get(STYLES[s].flag))
+                     and (style_dir(s) / "img" / e["image"]).exists())
         if have:
             out.append(Concept(" ".join(e["name"].lower().replace("_", " ").split()), e["unified"], e["image"],
                                e["category"], e["subcategory"], have))
@@ -229,9 +328,10 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python3 -m vpkit.data.emoji", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fetch", nargs="*", metavar="STYLE", help=f"styles to fetch (default: all of {list(STYLES)})")
+    ap.add_argument("--fetch", nargs="*", metavar="STYLE",
+                    help=f"styles to fetch (default: all of {list(STYLES) + list(UNSEEN_STYLES)})")
     args = ap.parse_args(argv)
-    for s in (args.fetch or list(STYLES)) if args.fetch is not None else []:
+    for s in (args.fetch or list(STYLES) + list(UNSEEN_STYLES)) if args.fetch is not None else []:
         try:
             d = fetch(s)
         except (assets.AssetError, ValueError) as e:
@@ -239,9 +339,10 @@ def main(argv=None) -> int:
             return 1
         print(f"emoji {s}: {len(list((d / 'img').glob('*.png')))} concept images in {d}")
     if args.fetch is None:
-        for s in STYLES:
+        for s in (*STYLES, *UNSEEN_STYLES):
             d = style_dir(s)
-            print(f"{s:10s} {'fetched' if (d / 'emoji.json').exists() else 'missing'}  {STYLES[s].licence}")
+            print(f"{s:10s} {'fetched' if (d / 'emoji.json').exists() else 'missing'}  {_source(s).licence}"
+                  + ("  (unseen: no training uses it)" if s in UNSEEN_STYLES else ""))
         for s, why in NOT_USED.items():
             print(f"{s:10s} not used: {why}")
     return 0
