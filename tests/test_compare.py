@@ -95,3 +95,15 @@ def test_run_json_records_isa_limits(monkeypatch):
     assert "isa_limits" not in device.describe()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert device.describe()["isa_limits"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def test_a_claim_of_one_run_only_is_new_not_moved(tmp_path):
+    a, b = _pair(tmp_path)
+    m = json.loads((b / "vpt" / "metrics.json").read_text())
+    m["claims"].append(_claim("c3", "holds", 5.0, 4.0, 6.0))
+    (b / "vpt" / "metrics.json").write_text(json.dumps(m))
+    cmp = compare.compare_runs(a, b, ["vpt"])
+    c3 = next(c for c in cmp["claims"] if c["claim"] == "c3")
+    assert not c3["moved"] and c3["only_in"] == "B" and c3["verdict_a"] is None
+    md = compare.compare_markdown(cmp)
+    assert "| only in B |" in md and "0 of 2 (1 only in B) |" in md and "**yes**" not in md

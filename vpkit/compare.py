@@ -60,7 +60,8 @@ def compare_outcomes(a: dict, b: dict) -> dict:
 
 
 def compare_claims(ma: dict, mb: dict, source: str) -> list[dict]:
-    """One row per claim in either ``metrics.json``: both verdicts, margins and intervals, and whether it moved."""
+    """One row per claim in either ``metrics.json``: both verdicts, margins and intervals, whether it moved (a claim
+    of both runs whose verdicts differ) and, for a claim of one run only, which (``only_in``)."""
     ca = {c["id"]: c for c in ma.get("claims", [])}
     cb = {c["id"]: c for c in mb.get("claims", [])}
     rows = []
@@ -70,7 +71,8 @@ def compare_claims(ma: dict, mb: dict, source: str) -> list[dict]:
         rows.append({"source": source, "claim": cid, "verdict_a": va, "verdict_b": vb,
                      "margin_a": x.get("margin"), "margin_b": y.get("margin"),
                      "interval_a": interval_text(x) if x else "–", "interval_b": interval_text(y) if y else "–",
-                     "unit": x.get("unit") or y.get("unit"), "moved": va != vb})
+                     "unit": x.get("unit") or y.get("unit"), "moved": bool(x and y and va != vb),
+                     "only_in": "" if (x and y) else ("A" if x else "B")})
     return rows
 
 
@@ -105,6 +107,10 @@ def _cond(r: dict) -> str:
             + (f" [{limits}]" if limits else "") + f" @ {r['sha'] or '?'}{' (dirty)' if r['dirty'] else ''}")
 
 
+def _moved_text(c: dict) -> str:
+    return "**yes**" if c["moved"] else f"only in {c['only_in']}" if c["only_in"] else ""
+
+
 def compare_markdown(cmp: dict, *, label_a: str = "A", label_b: str = "B") -> str:
     """The comparison as Markdown: the two runs' conditions, a per-notebook table and every claim."""
     nbs = cmp["notebooks"]
@@ -123,6 +129,9 @@ def compare_markdown(cmp: dict, *, label_a: str = "A", label_b: str = "B") -> st
                          f"– | – | – | missing: {', '.join(r['missing'])} |")
             continue
         o, moved = r["outcomes"], sum(c["moved"] for c in r["claims"])
+        n_both = sum(not c["only_in"] for c in r["claims"])
+        extra = [f"{sum(c['only_in'] == w for c in r['claims'])} only in {w}" for w in "AB"
+                 if any(c["only_in"] == w for c in r["claims"])]
         tot_a += a["minutes"] or 0.0
         tot_b += b["minutes"] or 0.0
         ratio = b["minutes"] / a["minutes"] if a["minutes"] and b["minutes"] else None
@@ -130,18 +139,19 @@ def compare_markdown(cmp: dict, *, label_a: str = "A", label_b: str = "B") -> st
         lines.append(f"| {r['source']} | {_cond(a)} | {_cond(b)} | {_f(a['minutes'])} | {_f(b['minutes'])} | "
                      f"{_f(ratio, '{:.2f}x')} | {o['runs_identical']} of {o['runs_compared']} | "
                      f"{_f(share, '{:.1%}')} of {o['examples']} | {_f(o['mean_abs_accuracy_diff'], '{:.2f}')} | "
-                     f"{moved} of {len(r['claims'])} |")
+                     f"{moved} of {n_both}{' (' + ', '.join(extra) + ')' if extra else ''} |")
     claims = cmp["claims"]
     moved = [c for c in claims if c["moved"]]
+    both = [c for c in claims if not c["only_in"]]
     lines += [f"| all (sum) | | | {tot_a:.1f} | {tot_b:.1f} | {_f(tot_b / tot_a if tot_a else None, '{:.2f}x')} "
-              f"| | | | {len(moved)} of {len(claims)} |", "",
+              f"| | | | {len(moved)} of {len(both)} |", "",
               "Minutes are each notebook's own wall time (`run.json`); with two notebooks at once the whole run's "
               "wall clock is shorter than the sum.", "", "## Every claim", "",
               "| notebook | claim | verdict A | margin [95% interval] A | verdict B | margin [95% interval] B | moved |",
               "|---|---|---|---|---|---|---|"]
     for c in claims:
         lines.append(f"| {c['source']} | `{c['claim']}` | {c['verdict_a'] or '–'} | {c['interval_a']} | "
-                     f"{c['verdict_b'] or '–'} | {c['interval_b']} | {'**yes**' if c['moved'] else ''} |")
+                     f"{c['verdict_b'] or '–'} | {c['interval_b']} | {_moved_text(c)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,6 +200,8 @@ def main(argv=None, *, names: list[str] | None = None) -> int:
     for f in write_comparison(cmp, args.out, label_a=args.label_a, label_b=args.label_b):
         print(f)
     moved = [c for c in cmp["claims"] if c["moved"]]
-    print(f"{len(moved)} of {len(cmp['claims'])} verdicts differ between the two runs")
+    only = [c for c in cmp["claims"] if c["only_in"]]
+    print(f"{len(moved)} of {len(cmp['claims']) - len(only)} verdicts differ between the two runs"
+          + (f"; {len(only)} claims are in one run only" if only else ""))
     return 0
 
