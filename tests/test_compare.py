@@ -83,6 +83,7 @@ def test_cli_writes_the_report_and_rejects_unknown_names(tmp_path, capsys):
 
     claims = pd.read_csv(out / compare.CLAIM_TABLE)
     assert claims["moved"].tolist() == [True, False]
+    assert compare.main([str(a), str(b), "--out", str(out), "vpt"], names=["vpt"]) == 0  # names after the options
     with pytest.raises(SystemExit):
         compare.main([str(a), str(b), "nope", "--out", str(out)], names=["vpt"])
     with pytest.raises(SystemExit):

@@ -147,7 +147,8 @@ def compare_markdown(cmp: dict, *, label_a: str = "A", label_b: str = "B") -> st
               f"| | | | {len(moved)} of {len(both)} |", "",
               "Minutes are each notebook's own wall time (`run.json`); with two notebooks at once the whole run's "
               "wall clock is shorter than the sum.", "", "## Every claim", "",
-              "| notebook | claim | verdict A | margin [95% interval] A | verdict B | margin [95% interval] B | moved |",
+              "| notebook | claim | verdict A | margin [95% interval] A | verdict B | margin [95% interval] B "
+              "| moved |",
               "|---|---|---|---|---|---|---|"]
     for c in claims:
         lines.append(f"| {c['source']} | `{c['claim']}` | {c['verdict_a'] or '–'} | {c['interval_a']} | "
@@ -188,7 +189,7 @@ def main(argv=None, *, names: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help=f"folder for {REPORT} and its CSV tables")
     ap.add_argument("--label-a", default="A", help="what distinguishes run A (e.g. 'bf16, native')")
     ap.add_argument("--label-b", default="B")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # notebook names before or after the options
     known = list(names or NOTEBOOKS)
     for n in args.names:
         if n not in known:
