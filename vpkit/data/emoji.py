@@ -196,7 +196,11 @@ def _unpack_svg_style(tgz: Path, src: SvgStyleSource, staging: Path, source_line
     (same file names), with an ``emoji.json`` listing them, the licence and the source line."""
     from PIL import Image
 
-    items = concepts(tuple(s for s in STYLES if (style_dir(s) / "emoji.json").exists()) or _missing_png_styles())
+    fetched = tuple(s for s in STYLES if (style_dir(s) / "emoji.json").exists())
+    if not fetched:
+        raise assets.AssetError(f"the SVG styles take their concepts from the PNG styles: fetch those first "
+                                f"('python3 -m vpkit.data.emoji --fetch {' '.join(STYLES)}')")
+    items = concepts(fetched)
     (staging / "img").mkdir()
     rendered = []
     with tarfile.open(tgz) as tar:
@@ -212,11 +216,6 @@ def _unpack_svg_style(tgz: Path, src: SvgStyleSource, staging: Path, source_line
     (staging / "emoji.json").write_text(json.dumps(rendered))
     (staging / "SOURCE").write_text(f"{source_line}\nartwork licence: {src.licence}\nrasterised with {RASTERISER} "
                                     f"(svg_to_rgba: cropped to the drawing, {IMAGE_SIZE} px)\n")
-
-
-def _missing_png_styles():
-    raise assets.AssetError(f"the SVG styles take their concepts from the PNG styles: fetch those first "
-                            f"('python3 -m vpkit.data.emoji --fetch {' '.join(STYLES)}')")
 
 
 def _require(style: str) -> Path:

@@ -404,8 +404,8 @@ def concept_world_missing(shift_styles=()) -> str | None:
     fetched), or None."""
     from ..data import emoji
 
-    return emoji.not_fetched() or next((emoji.unseen_missing(s) for s in shift_styles
-                                        if s in emoji.UNSEEN_STYLES and emoji.unseen_missing(s)), None)
+    reasons = [emoji.not_fetched()] + [emoji.unseen_missing(s) for s in shift_styles if s in emoji.UNSEEN_STYLES]
+    return next((r for r in reasons if r), None)
 
 
 def concept_classes(name: str) -> list:

@@ -226,7 +226,8 @@ def concept_zero_shot(vlm: "OfflineVLM", *, batch_size: int = 64, amp: bool = Tr
     artist no part of the model saw (neither the alignment's training nor its validation), judged the same way.
 
     -> ``(rows, outcomes, examples)``: one row per head, style and group (``category`` or ``all``) with accuracy, exact
-    binomial interval, chance and whether the alignment was trained on the style (``seen``); outcomes ``concept_zero_shot:<head>:<style>/<group>/0``; ``examples``: the plain
+    binomial interval, chance and whether the alignment was trained on the style (``seen``); outcomes
+    ``concept_zero_shot:<head>:<style>/<group>/0``; ``examples``: the plain
     first-style view of ``n_examples`` concepts spread over the categories with their top-3 names among all held-out
     ones (concept head)."""
     from .. import alignment as A
@@ -687,6 +688,15 @@ CONCEPT_PAPER = ("issue 15's target: zero-shot top-1 >= 40% on the held-out conc
                  "(chance under 5%); CLIP (Radford et al. 2021) reaches far above chance zero-shot on unseen classes")
 
 
+def _concept_pooled(out: dict, head: str, styles, groups: dict):
+    """``(correct, chance)`` per image of :func:`concept_zero_shot`'s outcomes for ``head``, pooled over ``styles`` and
+    the category ``groups`` (``{name: number of concepts}``), style by style, in group order."""
+    keys = [f"concept_zero_shot:{head}:{st}/{g}/0" for st in styles for g in groups]
+    sizes = [groups[g] for _ in styles for g in groups]
+    return (np.concatenate([out[k] for k in keys]).astype(float),
+            np.concatenate([np.full(len(out[k]), 1.0 / n) for k, n in zip(keys, sizes)]))
+
+
 def _concept_claims(concept: dict, out: dict) -> list[Claim]:
     """The class-disjoint concept stand-in on its held-out concepts (fixed before its run): every image of every style
     judged among its emoji category's held-out names (notebook 04's concept datasets), pooled over images:
@@ -707,11 +717,8 @@ def _concept_claims(concept: dict, out: dict) -> list[Claim]:
     if concept.get("skipped"):
         return [Claim(i, st, paper=CONCEPT_PAPER, ours="not measured", decision=stats.not_testable(concept["skipped"]))
                 for i, st in zip(ids, statements)]
-    keys = [(st, g) for st in concept["styles"] for g in concept["groups"]]
-    a = np.concatenate([out[f"concept_zero_shot:concept:{st}/{g}/0"] for st, g in keys]).astype(float)
-    u = np.concatenate([out[f"concept_zero_shot:untrained:{st}/{g}/0"] for st, g in keys]).astype(float)
-    ch = np.concatenate([np.full(len(out[f"concept_zero_shot:concept:{st}/{g}/0"]), 1.0 / concept["groups"][g])
-                         for st, g in keys])
+    a, ch = _concept_pooled(out, "concept", concept["styles"], concept["groups"])
+    u, _ = _concept_pooled(out, "untrained", concept["styles"], concept["groups"])
     where = (f"{len(a)} images: {len(concept['groups'])} categories x {len(concept['styles'])} styles "
              f"({', '.join(concept['styles'])})")
     return [
@@ -747,15 +754,10 @@ def _unseen_style_claims(concept: dict, out: dict) -> list[Claim]:
         why = concept.get("skipped") or concept.get("unseen_skipped") or "this profile judges no unseen style"
         return [Claim(i, st, paper=UNSEEN_PAPER, ours="not measured", decision=stats.not_testable(why))
                 for i, st in zip(ids, statements)]
-    groups = list(concept["groups"])
-
-    def acc(style):
-        return np.concatenate([out[f"concept_zero_shot:concept:{style}/{g}/0"] for g in groups]).astype(float)
-
-    ch = np.concatenate([np.full(len(out[f"concept_zero_shot:concept:{unseen[0]}/{g}/0"]), 1.0 / concept["groups"][g])
-                         for g in groups])
-    u = np.mean([acc(st) for st in unseen], axis=0)
-    seen = np.mean([acc(st) for st in concept["styles"]], axis=0)
+    groups = concept["groups"]
+    _, ch = _concept_pooled(out, "concept", unseen[:1], groups)
+    u = np.mean([_concept_pooled(out, "concept", [st], groups)[0] for st in unseen], axis=0)
+    seen = np.mean([_concept_pooled(out, "concept", [st], groups)[0] for st in concept["styles"]], axis=0)
     where = f"{len(u)} images per style: {len(groups)} categories; unseen {', '.join(unseen)}"
     return [
         Claim(ids[0], statements[0], paper=UNSEEN_PAPER, ours=f"{_pct(u.mean())} vs chance {_pct(ch.mean())} ({where})",
