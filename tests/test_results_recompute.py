@@ -34,3 +34,5 @@ def test_claims_recompute_from_saved_outcomes(name):
         assert c["verdict"] == s["verdict"], cid
         for k in ("margin", "ci_low", "ci_high"):
             assert (c[k] is None) == (s[k] is None) and (c[k] is None or c[k] == pytest.approx(s[k], abs=1e-9)), (cid, k)
+        if "threshold" in s:  # records written since claims keep their claimed side and threshold
+            assert (c["direction"], c["threshold"]) == (s["direction"], pytest.approx(s["threshold"])), cid

@@ -81,3 +81,38 @@ def test_not_testable_carries_its_reason_and_is_not_holds():
     assert d.verdict == stats.NOT_TESTABLE and not d.holds and d.as_dict()["reason"]
     with pytest.raises(ValueError, match="reason"):
         stats.not_testable("")
+
+
+def test_decision_records_its_claimed_side_and_threshold_through_scaling():
+    rng = np.random.default_rng(0)
+    a = (rng.random(400) < 0.17).astype(float)
+    d = stats.compare(a, threshold=0.40).scaled()
+    assert d.verdict == stats.FAILS and (d.direction, d.threshold) == (">", pytest.approx(40.0))
+    assert d.claimed == "> 40" and d.as_dict()["threshold"] == pytest.approx(40.0)
+    eq = stats.exact(3.0, direction="~", margin=5.0)
+    assert (eq.direction, eq.threshold, eq.claimed) == ("~", 5.0, "within ±5")
+    assert stats.exact(0.5, direction="<", threshold=1.0).claimed == "< 1"
+    assert stats.not_testable("why").claimed == ""
+
+
+def test_every_reports_the_case_closest_to_its_threshold_whatever_the_direction():
+    # "<" claims: the weakest case is the one whose upper bound is highest, not the one with the lowest lower bound
+    near = stats.Decision(stats.HOLDS, -1.0, -3.0, -0.5, 10, None, "t", direction="<", threshold=0.0)
+    far = stats.Decision(stats.HOLDS, -9.0, -12.0, -6.0, 10, None, "t", direction="<", threshold=0.0)
+    d = stats.every({"near": near, "far": far})
+    assert d.ci_high == -0.5 and "weakest: near" in d.test and (d.direction, d.threshold) == ("<", 0.0)
+    # ">" claims with different thresholds: the distance to each case's own threshold decides
+    a = stats.Decision(stats.HOLDS, 50.0, 45.0, 55.0, 10, None, "t", direction=">", threshold=44.0)
+    b = stats.Decision(stats.HOLDS, 10.0, 5.0, 15.0, 10, None, "t", direction=">", threshold=0.0)
+    assert "weakest: a" in stats.every({"a": a, "b": b}).test
+
+
+def test_interval_text_states_a_threshold_other_than_zero():
+    from vpkit.report import interval_text
+
+    rec = stats.compare(np.r_[np.ones(17), np.zeros(83)], threshold=0.40).scaled().as_dict()
+    assert interval_text(rec).endswith("points, claimed > 40")
+    plain = stats.compare(np.r_[np.ones(60), np.zeros(40)], np.r_[np.ones(40), np.zeros(60)]).scaled().as_dict()
+    assert "claimed" not in interval_text(plain)
+    old = {k: v for k, v in rec.items() if k not in ("direction", "threshold")}  # a record from before the field
+    assert "claimed" not in interval_text(old)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .assets import atomic_write_bytes
+from . import stats
 from .stats import Decision
 
 OUTCOMES = "outcomes.npz"
@@ -248,11 +249,16 @@ def _num(v, unit: str) -> str:
 
 
 def interval_text(c: dict) -> str:
-    """``+3.10 [+1.20, +5.00] points`` for a claim record; ``–`` without an interval."""
+    """``+3.10 [+1.20, +5.00] points`` for a claim record, followed by the claimed relation when it is not the
+    usual "> 0" (``+17.16 [+15.47, +18.91] points, claimed > 40``); ``–`` without an interval."""
     if c.get("ci_low") is None or c.get("margin") is None:
         return "–"
     u = c.get("unit") or ""
-    return f"{_num(c['margin'], u)} [{_num(c['ci_low'], u)}, {_num(c['ci_high'], u)}]{' ' + u if u else ''}"
+    text = f"{_num(c['margin'], u)} [{_num(c['ci_low'], u)}, {_num(c['ci_high'], u)}]{' ' + u if u else ''}"
+    d, t = c.get("direction"), c.get("threshold")
+    if d is not None and t is not None and not (d == ">" and float(t) == 0.0):
+        text += f", claimed {stats.claimed_text(d, t)}"
+    return text
 
 
 def verdict_text(c: dict) -> str:
@@ -266,7 +272,7 @@ def verdict_text(c: dict) -> str:
 def claims_markdown(metrics: dict) -> str:
     """The claims of a ``metrics.json`` as a Markdown table: statement, paper, ours, the margin with its 95%
     interval, the verdict, and the note (how the interval was computed, or why the claim is not testable)."""
-    rows = ["| claim | paper | ours | margin [95% interval] | verdict | note |", "|---|---|---|---|---|---|"]
+    rows = ["| claim | paper | ours | margin [95% interval] (claimed > 0 unless stated) | verdict | note |", "|---|---|---|---|---|---|"]
     for c in metrics.get("claims", []):
         note = "; ".join(x for x in (c.get("reason"), c.get("note"),
                                       c.get("test") if c.get("verdict") not in (None, "not testable here") else "")

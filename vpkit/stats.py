@@ -50,16 +50,35 @@ class Decision:
     test: str  # how the interval was computed
     reason: str = ""
     unit: str = ""  # of margin / ci (e.g. "points": accuracy differences times 100)
+    direction: str | None = None  # the claimed side: ">", "<" or "~" (None: not recorded)
+    threshold: float | None = None  # what the interval is held against; for "~" the equivalence margin m (|x| <= m)
 
     def scaled(self, factor: float = 100.0, unit: str = "points") -> "Decision":
-        """The same decision with margin and interval multiplied by ``factor`` (fractions -> percentage points)."""
+        """The same decision with margin, interval and threshold multiplied by ``factor`` (fractions -> percentage
+        points)."""
         f = lambda v: None if v is None else float(v) * factor  # noqa: E731
         return Decision(self.verdict, f(self.margin), f(self.ci_low), f(self.ci_high), self.n_examples, self.n_seeds,
-                        self.test, self.reason, unit)
+                        self.test, self.reason, unit, self.direction, f(self.threshold))
+
+    @property
+    def claimed(self) -> str:
+        """The claimed relation as text: ``"> 0"``, ``"< 1"``, ``"within ±2"``; ``""`` when not recorded."""
+        return claimed_text(self.direction, self.threshold)
 
     @property
     def holds(self) -> bool:
         return self.verdict == HOLDS
+
+    @property
+    def slack(self) -> float:
+        """How far the whole interval lies inside the claimed side (negative: how far it reaches out of it):
+        ``ci_low - t`` for ``">"``, ``t - ci_high`` for ``"<"``, ``m - max(|ci_low|, |ci_high|)`` for ``"~"``;
+        ``ci_low`` when the claimed side is not recorded. :func:`every` reports the case with the least."""
+        if self.direction == "<":
+            return self.threshold - self.ci_high
+        if self.direction == "~":
+            return self.threshold - max(abs(self.ci_low), abs(self.ci_high))
+        return self.ci_low - (self.threshold or 0.0)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "holds": self.holds}
@@ -86,9 +105,19 @@ def verdict(ci_low: float, ci_high: float, *, direction: str = ">", threshold: f
     return HOLDS if below else FAILS if above else INCONCLUSIVE
 
 
+def claimed_text(direction: str | None, threshold: float | None) -> str:
+    """``"> 40"``, ``"< 0"``, ``"within ±5"`` (``"~"``: ``threshold`` is the equivalence margin); ``""`` when
+    ``direction`` is None (a record written before claims kept their threshold)."""
+    if direction is None or threshold is None:
+        return ""
+    t = f"{float(threshold):.4g}"
+    return f"within ±{t}" if direction == "~" else f"{direction} {t}"
+
+
 def _decision(est, lo, hi, *, direction, threshold, margin, n_examples, n_seeds, test) -> Decision:
     return Decision(verdict(lo, hi, direction=direction, threshold=threshold, margin=margin), float(est), float(lo),
-                    float(hi), n_examples, n_seeds, test)
+                    float(hi), n_examples, n_seeds, test, direction=direction,
+                    threshold=float(margin if direction == "~" else threshold))
 
 
 def _as_2d(x) -> np.ndarray:
@@ -242,8 +271,8 @@ def exact(value: float, *, direction: str = ">", threshold: float = 0.0, margin:
 
 def every(decisions: dict[str, Decision], *, what: str = "every case") -> Decision:
     """A claim over several cases ("on every dataset"): **holds** when every case holds, **does not hold** when any
-    case does not hold, otherwise inconclusive. The margin and interval are those of the weakest case (smallest
-    lower bound); ``test`` names it."""
+    case does not hold, otherwise inconclusive. The margin, interval and threshold are those of the weakest case
+    (least :attr:`Decision.slack`: for ``">"`` claims the smallest lower bound); ``test`` names it."""
     if not decisions:
         raise ValueError("every() needs at least one decision")
     ds = [d for d in decisions.values() if d.verdict != NOT_TESTABLE]
@@ -251,12 +280,12 @@ def every(decisions: dict[str, Decision], *, what: str = "every case") -> Decisi
         return not_testable("; ".join(f"{k}: {d.reason}" for k, d in decisions.items()))
     vs = [d.verdict for d in ds]
     v = FAILS if FAILS in vs else HOLDS if all(x == HOLDS for x in vs) else INCONCLUSIVE
-    key, weakest = min(((k, d) for k, d in decisions.items() if d.verdict != NOT_TESTABLE), key=lambda kd: kd[1].ci_low)
+    key, weakest = min(((k, d) for k, d in decisions.items() if d.verdict != NOT_TESTABLE), key=lambda kd: kd[1].slack)
     n_seeds = {d.n_seeds for d in ds}
     return Decision(v, weakest.margin, weakest.ci_low, weakest.ci_high,
                     sum(d.n_examples or 0 for d in ds) or None, n_seeds.pop() if len(n_seeds) == 1 else None,
                     f"{what}: each case by its own interval ({len(ds)} case{'s' if len(ds) > 1 else ''}; weakest: {key}; {weakest.test})",
-                    unit=weakest.unit)
+                    unit=weakest.unit, direction=weakest.direction, threshold=weakest.threshold)
 
 
 def compare(a, b=None, **kw) -> Decision:

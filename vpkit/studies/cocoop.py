@@ -1067,7 +1067,7 @@ def _gate(runs: dict, chance: dict, *, where: str, cache: dict | None = None):
 
 def _any(decisions: dict, *, what: str):
     """Holds when any case holds, does not hold when every case does not hold, else inconclusive; the margin and
-    interval of the strongest case (largest lower bound)."""
+    interval of the strongest case (most :attr:`vpkit.stats.Decision.slack`: largest lower bound for ">")."""
     from .. import stats
 
     ds = {k: d for k, d in decisions.items() if d.verdict != stats.NOT_TESTABLE}
@@ -1075,10 +1075,10 @@ def _any(decisions: dict, *, what: str):
         return stats.not_testable("; ".join(f"{k}: {d.reason}" for k, d in decisions.items()))
     vs = [d.verdict for d in ds.values()]
     v = stats.HOLDS if stats.HOLDS in vs else stats.FAILS if all(x == stats.FAILS for x in vs) else stats.INCONCLUSIVE
-    key, best = max(ds.items(), key=lambda kd: kd[1].ci_low)
+    key, best = max(ds.items(), key=lambda kd: kd[1].slack)
     return stats.Decision(v, best.margin, best.ci_low, best.ci_high, best.n_examples, best.n_seeds,
                           f"{what}: each case by its own interval ({len(ds)} cases; strongest: {key}; {best.test})",
-                          unit=best.unit)
+                          unit=best.unit, direction=best.direction, threshold=best.threshold)
 
 
 def _plural(n: int, word: str) -> str:

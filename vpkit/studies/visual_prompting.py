@@ -565,7 +565,7 @@ def _cluster_spearman(points, *, clusters, n_resamples: int = 2000, seed: int = 
                           float(min(lo, rho)), float(max(hi, rho)), len(points), None,
                           f"Spearman rho over {len(points)} datasets; bootstrap over its {len(groups)} {clusters} "
                           f"clusters ({n_resamples} resamples, 95%, percentile; {undefined} undefined resamples "
-                          "counted as rho = 0)", unit="rho")
+                          "counted as rho = 0)", unit="rho", direction=">", threshold=0.0)
 
 
 def emoji_claims(d, out, seeds) -> list:
