@@ -140,19 +140,20 @@ def test_figures_use_percent_no_text_labels_and_template_shades():
 CATEGORIES, STYLES = ("emoji_a", "emoji_b", "emoji_c", "emoji_d", "emoji_e"), ("google", "twitter")
 
 
-def write_emoji(d, *, gain_of_gap, tp=0.2, styles=STYLES, categories=CATEGORIES):
-    """Emoji rows and outcomes: category k, style j has gap 0.1 + 0.05 k + 0.2 j and VP+TP accuracy
-    ``tp + gain_of_gap(gap)``; returns the emoji claims by id."""
+def write_emoji(d, *, gain_of_gap, tp=0.2, styles=STYLES, categories=CATEGORIES, unseen=()):
+    """Emoji rows and outcomes: category k, style j (``styles``, then the ``unseen`` ones) has gap
+    0.1 + 0.05 k + 0.2 j and VP+TP accuracy ``tp + gain_of_gap(gap)``; returns the emoji claims by id."""
     rows, out = [], {}
     for k, name in enumerate(categories):
-        for j, st in enumerate(styles):
+        for j, st in enumerate((*styles, *unseen)):
             gap, p = 0.1 + 0.05 * k + 0.2 * j, f"{name}@{st}"
             acc = tp + gain_of_gap(gap)
             for s in SEEDS:
                 seed = 100 * k + 10 * j + s
                 out[f"emoji/{p}/tp/{s}"] = _flags(tp, seed)
                 out[f"emoji/{p}/vp_tp/{s}"] = _flags(acc, seed + 1000)
-                rows.append({"dataset": name, "style": st, "point": p, "seed": s, "gap": gap, "gain": acc - tp})
+                rows.append({"dataset": name, "style": st, "seen": st not in unseen, "point": p, "seed": s,
+                             "gap": gap, "gain": acc - tp})
     pd.DataFrame(rows).to_csv(d / "emoji_vlm.csv", index=False)
     return {c.id: c for c in vp.emoji_claims(d, out, list(SEEDS))}
 
@@ -171,8 +172,28 @@ def test_emoji_claims_hold_fail_and_are_untestable_without_the_world(tmp_path):
     one = write_emoji(tmp_path / "one", gain_of_gap=lambda g: g, styles=("google",), categories=CATEGORIES[:2])
     assert one["emoji_gain_rises_with_gap"].verdict == stats.NOT_TESTABLE
     assert one["gain_gap_correlation_across_datasets"].verdict == stats.NOT_TESTABLE
+    assert up["emoji_unseen_style_gains_more"].verdict == stats.NOT_TESTABLE  # no unseen style in this run
     absent = {c.id: c for c in vp.emoji_claims(tmp_path, {}, list(SEEDS))}
-    assert {c.verdict for c in absent.values()} == {stats.NOT_TESTABLE} and len(absent) == 3
+    assert {c.verdict for c in absent.values()} == {stats.NOT_TESTABLE} and len(absent) == 5
+
+
+def test_unseen_style_claims_read_it_and_leave_the_seen_claims_as_they_were(tmp_path):
+    for sub in ("seen", "up", "down"):
+        (tmp_path / sub).mkdir()
+    seen = write_emoji(tmp_path / "seen", gain_of_gap=lambda g: g)
+    up = write_emoji(tmp_path / "up", gain_of_gap=lambda g: g, unseen=("openmoji",))
+    for cid in ("emoji_vp_tp_beats_tp", "emoji_gain_rises_with_gap", "gain_gap_correlation_across_datasets"):
+        a, b = seen[cid].decision, up[cid].decision
+        assert (a.verdict, a.margin, a.ci_low, a.ci_high) == (b.verdict, b.margin, b.ci_low, b.ci_high), cid
+    gm = up["emoji_unseen_style_gains_more"]
+    # unseen gap 0.5 + 0.05 k vs seen 0.1 / 0.3: gain 0.3 points more on average, on 5 x 400 pooled test images
+    assert gm.verdict == stats.HOLDS and gm.decision.margin == pytest.approx(30, abs=5)
+    assert gm.decision.n_examples == 5 * N and gm.decision.n_seeds == 3
+    corr = up["gain_gap_correlation_with_unseen_style"].decision
+    assert corr.verdict == stats.HOLDS and corr.n_examples == 15
+    down = write_emoji(tmp_path / "down", gain_of_gap=lambda g: 0.7 - g, tp=0.1, unseen=("openmoji",))
+    assert down["emoji_unseen_style_gains_more"].verdict == stats.FAILS
+    assert down["gain_gap_correlation_with_unseen_style"].verdict == stats.FAILS
 
 
 def test_emoji_profiles_and_bad_names():
@@ -183,6 +204,7 @@ def test_emoji_profiles_and_bad_names():
         vp.emoji_task("emoji_nope", "google", train_views=1, test_views=1)
     with pytest.raises(ValueError, match="style="):
         vp.emoji_task("emoji_food", "apple", train_views=1, test_views=1)
+    assert off["unseen_styles"] == ["openmoji"] and not set(off["unseen_styles"]) & set(off["styles"])
 
 
 def test_emoji_styles_are_paired_view_for_view():
@@ -197,5 +219,21 @@ def test_emoji_styles_are_paired_view_for_view():
     # ... on the same background in the same view (a corner pixel is background unless a rotated emoji covers it)
     same_bg = (pool_g.images[:, :, 0, 0] == pool_t.images[:, :, 0, 0]).all(1).float().mean()
     assert same_bg > 0.9
+    if not emoji.unseen_missing("openmoji"):  # the unseen style draws the same views too
+        _, test_o = vp.emoji_task("emoji_food", "openmoji", train_views=2, test_views=2)
+        assert torch.equal(test_o.labels, test_g.labels) and not torch.equal(test_o.images, test_g.images)
+        assert (test_o.images[:, :, 0, 0] == test_g.images[:, :, 0, 0]).all(1).float().mean() > 0.9
     # the pool and the test views differ (the test's view 0 is plain, on white)
     assert (test_g.images[::2, :, 0, 0] == 255).all() and not torch.equal(pool_g.images[::2], test_g.images[1::2])
+
+
+def test_emoji_gap_figure_marks_the_unseen_style():
+    import matplotlib
+    matplotlib.use("Agg")
+
+    rows = [{"dataset": f"emoji_{k}", "style": st, "seen": st != "openmoji", "point": f"emoji_{k}@{st}", "seed": s,
+             "gap": 0.2 + 0.1 * j, "gain": 0.01 * (j + s)}
+            for k in "ab" for j, st in enumerate(("google", "twitter", "openmoji")) for s in SEEDS]
+    summary = vp.seed_summary(pd.DataFrame(rows), ["dataset", "style", "seen", "point"], ["gap", "gain"])
+    labels = [t.get_text() for t in vp.emoji_gap_figure(summary, gap_model="Lite0").axes[0].get_legend().get_texts()]
+    assert "style: openmoji (unseen)" in labels and "style: google" in labels

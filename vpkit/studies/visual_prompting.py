@@ -60,16 +60,21 @@ PAPER_CLASSNAMES = {"clevr_count": [f"{n} objects" for n in range(3, 11)]}
 # image. The protocol is the main study's (64 px, padding 8 px, ``n_train`` 100 training images, 5 epochs of Adam at
 # lr 0.1, 3 seeds, the template "This is a photo of a {}"); no vision-only runs, one polarity (as drawn). The
 # concept VLM was aligned at 160 px; it runs here at the study's 64 px (cost), which its TP column shows.
+# ``unseen_styles`` (added 2026-12-08, before any VP run on it): the same categories drawn in OpenMoji, a style no part
+# of the concept VLM saw (vpkit.data.emoji.UNSEEN_STYLES), as five more datasets, view for view paired with the
+# others. The three claims above read the two seen styles only, as before; two claims of their own read it
+# (emoji_unseen_style_gains_more, gain_gap_correlation_with_unseen_style). Skipped, with their claims not testable,
+# where the style is not fetched.
 EMOJI_WORLD = dict(vlm="offline_concepts", datasets=["emoji_animals", "emoji_food", "emoji_travel", "emoji_activities",
                                                      "emoji_objects"],
-                   styles=["google", "twitter"], train_views=8, test_views=4, n_train=100)
+                   styles=["google", "twitter"], unseen_styles=["openmoji"], train_views=8, test_views=4, n_train=100)
 PROFILES = {
     "smoke": dict(vlm="offline", vision_backbone=None, img_size=32, datasets=["digits"], both_polarities=False,
                   n_train=10, n_val=10, n_test=10, n_seeds=1, epochs=1, batch_size=10, lr=0.1, optimizer="adam", warmup_epochs=0,
                   amp=True, prompt_size=4, patch_size=8, widths=[], mappings=["frequency"],
                   ablation_dataset="digits", warmup_steps=None, eval_batch_size=64, vision_batch_size=None,
                   emoji=dict(vlm="offline_concepts", datasets=["emoji_food"], styles=["google", "twitter"],
-                             train_views=2, test_views=1, n_train=10)),
+                             unseen_styles=["openmoji"], train_views=2, test_views=1, n_train=10)),
     "offline": dict(vlm="offline", vision_backbone=None, img_size=64,
                     datasets=["fashion_mnist", "mnist5k", "digits"], both_polarities=True, n_train=100,
                     n_val=100, n_test=1000, n_seeds=3, epochs=5, batch_size=20, lr=0.1, optimizer="adam", warmup_epochs=0,
@@ -467,15 +472,17 @@ def emoji_task(name: str, style: str, *, train_views: int, test_views: int):
 
     if name not in CONCEPT_DATASETS:
         raise ValueError(f"unknown emoji dataset name={name!r}; known: {list(CONCEPT_DATASETS)}")
-    if style not in emoji.STYLES:
-        raise ValueError(f"unknown emoji style={style!r}; known: {list(emoji.STYLES)}")
+    if style not in emoji.STYLES and style not in emoji.UNSEEN_STYLES:
+        raise ValueError(f"unknown emoji style={style!r}; known: {list(emoji.STYLES)}, unseen: "
+                         f"{list(emoji.UNSEEN_STYLES)}")
     for k, v in (("train_views", train_views), ("test_views", test_views)):
         if int(v) < 1:
             raise ValueError(f"{k}={v} must be >= 1")
     key = (name, style, int(train_views), int(test_views))
     if key not in _EMOJI_CACHE:
         classes = concept_classes(name)
-        missing = [c.name for c in classes if style not in c.styles]
+        missing = [c.name for c in classes
+                   if style not in c.styles and not (emoji.style_dir(style) / "img" / c.image).exists()]
         if missing:
             raise ValueError(f"{name}: concepts not drawn in style {style!r}: {missing[:5]}")
 
@@ -498,7 +505,9 @@ def run_emoji(vlm, cfg: dict, *, seed: int, progress: bool = True):
     and seed, TP zero-shot vs VP+TP (padding prompt through ``vlm``, the class-disjoint concept stand-in), the linear
     probe on the frozen Lite0 features (the embedding probe of the main study is left out: no claim reads it, and
     it is the slowest part here) and the gap (``1 - mean max-softmax`` of the VLM's own frozen ImageNet Lite0, the
-    gap model of the main study, once per dataset: the test set does not depend on the seed). -> (rows, outcomes keyed ``emoji/<dataset>@<style>/{tp,vp_tp}/<seed>`` and
+    gap model of the main study, once per dataset: the test set does not depend on the seed). The styles are
+    ``styles`` and then each fetched one of ``unseen_styles`` (column ``seen``: whether the VLM's alignment was
+    trained on the style). -> (rows, outcomes keyed ``emoji/<dataset>@<style>/{tp,vp_tp}/<seed>`` and
     ``emoji_probe/<dataset>@<style>/<seed>``, one test image per point)."""
     from tqdm.auto import tqdm
 
@@ -507,7 +516,16 @@ def run_emoji(vlm, cfg: dict, *, seed: int, progress: bool = True):
                     amp=cfg["amp"], warmup_epochs=cfg["warmup_epochs"], warmup_steps=cfg.get("warmup_steps"),
                     eval_batch_size=cfg.get("eval_batch_size", 64))
     ebs = train_kw["eval_batch_size"]
-    jobs = [(n, st) for n in ecfg["datasets"] for st in ecfg["styles"]]
+    from ..data import emoji
+
+    unseen = []
+    for st in ecfg.get("unseen_styles") or []:
+        why = emoji.unseen_missing(st)
+        if why:
+            print(f"emoji world: unseen style {st!r} skipped ({why}); its claims are not testable in this run")
+        else:
+            unseen.append(st)
+    jobs = [(n, st) for n in ecfg["datasets"] for st in [*ecfg["styles"], *unseen]]
     rows, outcomes, samples = [], {}, {}
     bar = tqdm(total=len(jobs) * cfg["n_seeds"], desc="emoji datasets", disable=not progress)
     for name, style in jobs:
@@ -526,7 +544,8 @@ def run_emoji(vlm, cfg: dict, *, seed: int, progress: bool = True):
             outcomes[f"emoji/{point}/tp/{s}"] = r["before_correct"]
             outcomes[f"emoji/{point}/vp_tp/{s}"] = r["correct"]
             outcomes[f"emoji_probe/{point}/{s}"] = probe_ok
-            rows.append({"dataset": name, "style": style, "point": point, "seed": s, "gap": gap,
+            rows.append({"dataset": name, "style": style, "seen": style not in unseen, "point": point, "seed": s,
+                         "gap": gap,
                          "tp_zero_shot": r["before"], "vp_tp": r["acc"], "gain": r["acc"] - r["before"],
                          "probe_features": float(probe_ok.mean()),
                          "chance": 1 / len(test.classes), "classes": len(test.classes), "trainable": r["trainable"],
@@ -587,11 +606,22 @@ def emoji_claims(d, out, seeds) -> list:
                                          "ImageNet (Sec. 5.2)"),
            "gain_gap_correlation_across_datasets": ("Across the emoji datasets (one VLM), the VP+TP gain rises with "
                                                     "the distribution gap (Spearman rho > 0)", "positive correlation "
-                                                    "of gain with FID/LPIPS to ImageNet over 15 datasets (Sec. 5.2)")}
+                                                    "of gain with FID/LPIPS to ImageNet over 15 datasets (Sec. 5.2)"),
+           "emoji_unseen_style_gains_more": ("VP+TP gains more on the emoji style the concept VLM never saw "
+                                             "(OpenMoji) than on its two seen styles (their mean), paired per test "
+                                             "image and pooled over the categories", "larger gains where the "
+                                             "images are further from the pre-training data (Sec. 5.2)"),
+           "gain_gap_correlation_with_unseen_style": ("Across the emoji datasets of every style, the unseen one "
+                                                      "included, the VP+TP gain rises with the distribution gap "
+                                                      "(Spearman rho > 0)", "positive correlation of gain with "
+                                                      "FID/LPIPS to ImageNet over 15 datasets (Sec. 5.2)")}
     if not path.exists():
         why = "no emoji world in this run (emoji_vlm.csv absent: a profile without it, or the corpus not fetched)"
         return [Claim(i, st, paper, "-", decision=stats.not_testable(why)) for i, (st, paper) in ids.items()]
-    em = pd.read_csv(path)
+    em_all = pd.read_csv(path)
+    if "seen" not in em_all:  # tables written before the unseen style: every style was seen
+        em_all["seen"] = True
+    em = em_all[em_all.seen.astype(bool)]  # the first three claims read the seen styles only, as fixed
     eseeds = sorted(em.seed.unique())
     ns = f"{len(eseeds)} seed{'s' if len(eseeds) > 1 else ''}"
     claims = []
@@ -629,6 +659,56 @@ def emoji_claims(d, out, seeds) -> list:
         if enough else f"{len(pts)} emoji datasets",
         note="datasets differ in more than their gap (number of classes, TP accuracy), so a correlation across "
              "datasets is confounded as the paper's is; the interval resamples whole categories",
+        decision=_cluster_spearman(pts, clusters="dataset") if enough else
+        stats.not_testable(f"{len(pts)} emoji datasets in {pts.dataset.nunique()} categories: a correlation needs "
+                           "at least 4 datasets in 3 categories")))
+    claims += _unseen_style_claims(em_all, out, eseeds, ids, gain)
+    return claims
+
+
+def _unseen_style_claims(em_all, out, eseeds, ids, gain) -> list:
+    """The two claims of the unseen emoji style (:data:`EMOJI_WORLD` ``unseen_styles``), fixed before its runs: the
+    unseen style's gain minus the seen styles' mean gain, per test image (the styles draw the same views), pooled
+    over every category that has both; and the gain-gap correlation over every dataset, the unseen ones included
+    (the interval resamples whole categories)."""
+    from .. import stats
+    from ..report import Claim
+
+    unseen = em_all[~em_all.seen.astype(bool)]
+    why = ("no unseen emoji style in this run (the profile has none, or it is not fetched: "
+           "'bash scripts/install.sh')")
+    if unseen.empty:
+        return [Claim(i, *ids[i], "-", decision=stats.not_testable(why))
+                for i in ("emoji_unseen_style_gains_more", "gain_gap_correlation_with_unseen_style")]
+    diffs, parts = [], []
+    for name, g in em_all.groupby("dataset", sort=False):
+        seen_pts = sorted(g[g.seen.astype(bool)].point.unique())
+        for p in sorted(g[~g.seen.astype(bool)].point.unique()):
+            if seen_pts:
+                diffs.append(gain(p) - np.mean([gain(q) for q in seen_pts], axis=0))
+                parts.append(f"{p}: {100 * diffs[-1].mean():+.1f}")
+    claims = []
+    if diffs:
+        dec = _compare(np.concatenate(diffs, axis=1)).scaled()
+        gaps = em_all.groupby("seen").gap.mean()
+        claims.append(Claim(
+            "emoji_unseen_style_gains_more", *ids["emoji_unseen_style_gains_more"],
+            f"{_margin(dec)} points pooled ({'; '.join(parts)})",
+            note=f"gap (1 - mean max-softmax): unseen {100 * gaps.get(False, np.nan):.1f}% vs seen "
+                 f"{100 * gaps.get(True, np.nan):.1f}% (means over datasets); the styles draw the same concepts in "
+                 "the same views, so gains are paired per test image",
+            decision=dec))
+    else:
+        claims.append(Claim("emoji_unseen_style_gains_more", *ids["emoji_unseen_style_gains_more"], "-",
+                            decision=stats.not_testable("no category drawn in both a seen and the unseen style")))
+    pts = em_all.groupby(["dataset", "style", "point"], sort=False)[["gap", "gain"]].mean().reset_index()
+    enough = len(pts) >= 4 and pts.dataset.nunique() >= 3
+    claims.append(Claim(
+        "gain_gap_correlation_with_unseen_style", *ids["gain_gap_correlation_with_unseen_style"],
+        f"Spearman rho {float(pts.gap.rank().corr(pts.gain.rank())):+.2f} over {len(pts)} datasets "
+        f"({pts.dataset.nunique()} categories x {pts['style'].nunique()} styles)" if enough
+        else f"{len(pts)} emoji datasets",
+        note="confounded across datasets as the paper's correlation is; the interval resamples whole categories",
         decision=_cluster_spearman(pts, clusters="dataset") if enough else
         stats.not_testable(f"{len(pts)} emoji datasets in {pts.dataset.nunique()} categories: a correlation needs "
                            "at least 4 datasets in 3 categories")))
@@ -798,8 +878,9 @@ def emoji_gap_figure(summary, *, gap_model: str):
                         fmt=_MARKERS[styles.index(r.style) % len(_MARKERS)], ms=7, color=color, ecolor=color,
                         elinewidth=1, capsize=3, zorder=2)
         handles.append(Line2D([], [], color=color, lw=2, label=str(name).replace("emoji_", "")))
-    handles += [Line2D([], [], ls="", marker=_MARKERS[i % len(_MARKERS)], ms=7, color="0.3", label=f"style: {st}")
-                for i, st in enumerate(styles)]
+    unseen = set(summary.loc[~summary.seen.astype(bool), "style"]) if "seen" in summary else set()
+    handles += [Line2D([], [], ls="", marker=_MARKERS[i % len(_MARKERS)], ms=7, color="0.3",
+                       label=f"style: {st}{' (unseen)' if st in unseen else ''}") for i, st in enumerate(styles)]
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel(f"gap: 1 - mean max-softmax of the frozen {gap_model} (%)")
     ax.set_ylabel(f"{_label('vp_tp')} - {_label('tp')} accuracy (points)")
