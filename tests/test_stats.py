@@ -93,6 +93,9 @@ def test_decision_records_its_claimed_side_and_threshold_through_scaling():
     assert (eq.direction, eq.threshold, eq.claimed) == ("~", 5.0, "within ±5")
     assert stats.exact(0.5, direction="<", threshold=1.0).claimed == "< 1"
     assert stats.not_testable("why").claimed == ""
+    # against chance the record is accuracy - chance, so the threshold on that scale is 0, not chance
+    vc = stats.binomial_vs_chance(30, 100, 0.1).scaled()
+    assert vc.margin == pytest.approx(20.0) and (vc.direction, vc.threshold) == (">", 0.0)
 
 
 def test_every_reports_the_case_closest_to_its_threshold_whatever_the_direction():

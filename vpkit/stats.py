@@ -237,6 +237,7 @@ def binomial_vs_chance(correct: int, n: int, chance: float) -> Decision:
     d = _decision(correct / n, ci.low, ci.high, direction=">", threshold=chance, margin=None, n_examples=n,
                   n_seeds=1, test="exact binomial (Clopper-Pearson 95%) against chance")
     d.margin, d.ci_low, d.ci_high = correct / n - chance, ci.low - chance, ci.high - chance
+    d.threshold = 0.0  # margin and interval are accuracy - chance, so the claimed side is "> 0" on that scale
     return d
 
 
